@@ -1,0 +1,238 @@
+"""`harness reference build`: compute a reference set with PySCF, resumably and in parallel.
+
+Each finished geometry is written atomically and the manifest is rewritten after it, so an
+interrupted build loses at most the geometries in flight and a rerun continues from there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+import harness
+from harness.io import remove_stale_temporaries, sha256_file
+from harness.molecules import (
+    TINY_MOLECULES,
+    Molecule,
+    distorted_conformers,
+    g2_closed_shell,
+    split_of,
+)
+from harness.reference.compute import ReferenceRecord, compute_reference
+from harness.reference.settings import REFERENCE_SET_NAME, REFERENCE_SET_VERSION, ReferenceSettings
+from harness.reference.store import (
+    GEOMETRY_DIR,
+    MANIFEST_NAME,
+    ManifestEntry,
+    ReferenceDataError,
+    read_record,
+    write_manifest,
+    write_record,
+)
+
+
+@dataclass(frozen=True)
+class PlannedGeometry:
+    """A geometry to compute, with its split and extra subsets (``tiny``)."""
+
+    molecule: Molecule
+    split: str
+    subsets: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.molecule.key
+
+
+@dataclass
+class BuildReport:
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+    compute_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def plan_geometries(
+    molecules: list[Molecule] | None = None,
+    settings: ReferenceSettings = ReferenceSettings(),
+    splits: set[str] | None = None,
+) -> list[PlannedGeometry]:
+    """Geometries of a build: equilibrium geometries of the selected splits, plus the
+    distorted conformers of train and val molecules. ``molecules=None`` means G2."""
+    is_g2 = molecules is None
+    mols = g2_closed_shell() if is_g2 else molecules
+    out: list[PlannedGeometry] = []
+    for mol in mols:
+        split = split_of(mol.name)
+        subsets = ("tiny",) if is_g2 and mol.name in TINY_MOLECULES else ()
+        selected = splits is None or split in splits or any(s in splits for s in subsets)
+        if not selected:
+            continue
+        out.append(PlannedGeometry(mol, split, subsets))
+        wants_conformers = split in ("train", "val") and (splits is None or split in splits)
+        if wants_conformers and settings.conformers > 0:
+            for conf in distorted_conformers(
+                mol, settings.conformers, settings.conformer_seed,
+                settings.conformer_sigma_angstrom, settings.conformer_min_distance_ratio,
+            ):
+                out.append(PlannedGeometry(conf, split, ()))
+    return out
+
+
+def _entry_for(record: ReferenceRecord, planned: PlannedGeometry, path: Path, root: Path) -> ManifestEntry:
+    mol = record.molecule
+    return ManifestEntry(
+        key=record.key, name=record.name, conformer=record.conformer, split=record.split,
+        subsets=tuple(planned.subsets), file=str(path.relative_to(root)), sha256=sha256_file(path),
+        formula=mol.formula, natm=len(mol.symbols), nao=record.nao,
+    )
+
+
+def _header(settings: ReferenceSettings, name: str, entries: list[ManifestEntry]) -> dict:
+    import numpy
+    import pyscf
+
+    counts: dict[str, int] = {}
+    for e in entries:
+        if e.conformer == 0:
+            counts[e.split] = counts.get(e.split, 0) + 1
+            for s in e.subsets:
+                counts[s] = counts.get(s, 0) + 1
+    return {
+        "name": name,
+        "version": REFERENCE_SET_VERSION,
+        "protocol_version": harness.PROTOCOL_VERSION,
+        "harness_version": harness.__version__,
+        "pyscf_version": pyscf.__version__,
+        "numpy_version": numpy.__version__,
+        "method": f"PySCF RKS xc={settings.xc!r} basis={settings.basis!r} grid level {settings.grid_level}, "
+        "exact J and K, full TDDFT singlets",
+        "settings": settings.to_dict(),
+        "equilibrium_counts": dict(sorted(counts.items())),
+        "n_geometries": len(entries),
+    }
+
+
+def _load_existing(root: Path, settings: ReferenceSettings) -> dict[str, ManifestEntry]:
+    manifest = root / MANIFEST_NAME
+    if not manifest.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(manifest.read_text())
+        old = ReferenceSettings.from_dict(data["settings"])
+        entries = [ManifestEntry.from_dict(d) for d in data.get("geometries") or []]
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ReferenceDataError(f"{manifest}: cannot resume from a malformed manifest ({exc})") from exc
+    if old.compute_key() != settings.compute_key():
+        raise ReferenceDataError(
+            f"{manifest}: was built with different settings; use a new --out folder to build with these"
+        )
+    return {e.key: e for e in entries}
+
+
+def _init_worker(threads: int) -> None:
+    from pyscf import lib
+
+    lib.num_threads(threads)
+
+
+def _compute(planned: PlannedGeometry, settings: ReferenceSettings) -> ReferenceRecord:
+    return compute_reference(planned.molecule, planned.split, settings)
+
+
+def build_reference(
+    out: str | Path,
+    planned: list[PlannedGeometry],
+    settings: ReferenceSettings = ReferenceSettings(),
+    workers: int = 1,
+    name: str = REFERENCE_SET_NAME,
+    progress: bool = True,
+    max_geometries: int | None = None,
+) -> BuildReport:
+    """Compute every planned geometry not already present and verified in ``out``.
+
+    ``max_geometries`` stops after that many new geometries (for tests and partial builds).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    root = Path(out)
+    geo_dir = root / GEOMETRY_DIR
+    geo_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
+    existing = _load_existing(root, settings)
+    report = BuildReport()
+    entries: dict[str, ManifestEntry] = {}
+    todo: list[PlannedGeometry] = []
+    for p in planned:
+        path = geo_dir / f"{p.key}.h5"
+        old = existing.get(p.key)
+        if old is not None and path.is_file() and sha256_file(path) == old.sha256:
+            entries[p.key] = ManifestEntry(**{**old.to_dict(), "subsets": tuple(p.subsets)})
+            report.skipped.append(p.key)
+            continue
+        if path.is_file():  # written, but the manifest update was lost: adopt if readable
+            try:
+                rec = read_record(path)
+                if rec.key == p.key:
+                    entries[p.key] = _entry_for(rec, p, path, root)
+                    report.skipped.append(p.key)
+                    continue
+            except ReferenceDataError:
+                pass
+            path.unlink()
+        todo.append(p)
+    if max_geometries is not None:
+        todo = todo[:max_geometries]
+
+    def commit(p: PlannedGeometry, rec: ReferenceRecord) -> None:
+        path = geo_dir / f"{p.key}.h5"
+        write_record(rec, path)
+        entries[p.key] = _entry_for(rec, p, path, root)
+        write_manifest(root, _header(settings, name, list(entries.values())), list(entries.values()))
+        report.computed.append(p.key)
+        report.compute_s += rec.wall_s
+
+    write_manifest(root, _header(settings, name, list(entries.values())), list(entries.values()))
+    bar = tqdm(total=len(todo), desc="reference build", unit="geom", disable=not progress, smoothing=0.1)
+    try:
+        if workers <= 1:
+            for p in todo:
+                bar.set_postfix_str(p.key)
+                try:
+                    commit(p, _compute(p, settings))
+                except Exception as exc:  # one bad geometry must not stop the build
+                    report.failed[p.key] = f"{type(exc).__name__}: {exc}"
+                bar.update()
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            ctx = mp.get_context("spawn")
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as ex:
+                futures = {ex.submit(_compute, p, settings): p for p in todo}
+                try:
+                    for fut in cf.as_completed(futures):
+                        p = futures[fut]
+                        try:
+                            commit(p, fut.result())
+                        except Exception as exc:
+                            report.failed[p.key] = f"{type(exc).__name__}: {exc}"
+                        bar.set_postfix_str(p.key)
+                        bar.update()
+                except BaseException:
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+        report.wall_s = time.perf_counter() - t0
+    return report
