@@ -1,0 +1,503 @@
+"""Adapters that put submitted functionals behind one call: ``get_exc(features) -> E_xc``.
+
+The drivers (SCF, TDDFT, ...) only ever talk to the two classes here:
+
+:class:`TorchFunctional`
+    wraps any torch ``nn.Module`` (or duck-typed object) that has ``features`` and
+    ``get_exc`` — a Skala-style module runs unchanged, it need not inherit anything from
+    the harness.
+:class:`JaxFunctional`
+    bridges a pure jax function ``exc(params, features) -> scalar`` into torch autograd
+    (DLPack zero-copy on CPU), with first *and* second derivatives: torch double backward
+    works, so Hessian-vector products ``autograd.grad(autograd.grad(E, x,
+    create_graph=True), x, grad_outputs=v)`` go through the bridge.
+
+Both validate what the functional returns (a finite floating scalar tensor) and turn any
+misbehaviour into :class:`~harness.contract.FunctionalError` whose message names the
+functional, the molecule and the problem, e.g.::
+
+    functional 'my-net' on molecule 'H2O': returned NaN
+    functional 'my-net' on molecule 'H2O': returned shape (2,)
+    functional 'my-net' on molecule 'H2O': raised ValueError: bad input
+
+The molecule name is context the *caller* provides, in either of two ways:
+
+* set the attribute once per molecule, ``functional.molecule = "H2O"`` (what the drivers
+  do; the call signature ``get_exc(features)`` stays the Skala one), or
+* pass it per call, ``functional.get_exc(features, molecule="H2O")`` (overrides the
+  attribute for that call).
+
+When neither is given, messages say ``on an unnamed molecule``. :meth:`Functional.on`
+is a small context manager doing the attribute dance (restores the old value).
+
+jax is imported lazily (only when a :class:`JaxFunctional` is built), so this module imports
+fine without jax installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from .contract import STANDARD_FEATURES, FunctionalError, check_feature_names
+
+__all__ = ["Functional", "TorchFunctional", "JaxFunctional", "as_functional"]
+
+
+def _describe_molecule(molecule: str | None) -> str:
+    return f"molecule {molecule!r}" if molecule else "an unnamed molecule"
+
+
+class Functional:
+    """What the two adapters share: ``name``, ``features``, ``molecule`` and validation."""
+
+    name: str
+    features: list[str]
+    #: Name of the molecule currently being evaluated (set by the caller; used in errors).
+    molecule: str | None = None
+
+    # -- error reporting -------------------------------------------------------------
+    def _where(self, molecule: str | None = None) -> str:
+        mol = molecule if molecule is not None else self.molecule
+        return f"functional {self.name!r} on {_describe_molecule(mol)}"
+
+    def error(self, problem: str, molecule: str | None = None) -> FunctionalError:
+        """A :class:`FunctionalError` naming this functional, the molecule and ``problem``."""
+        return FunctionalError(f"{self._where(molecule)}: {problem}")
+
+    def _raised(self, exc: BaseException, molecule: str | None = None) -> FunctionalError:
+        text = str(exc).strip()
+        if len(text) > 2000:
+            text = text[:2000] + " ..."
+        return self.error(f"raised {type(exc).__name__}: {text}", molecule)
+
+    @contextlib.contextmanager
+    def on(self, molecule: str | None) -> Iterator["Functional"]:
+        """``with functional.on("H2O"): ...`` — name the molecule for errors inside the block."""
+        old = self.molecule
+        self.molecule = molecule
+        try:
+            yield self
+        finally:
+            self.molecule = old
+
+    # -- validation ------------------------------------------------------------------
+    def _validate(self, E: Any, molecule: str | None) -> torch.Tensor:
+        """Return ``E`` as a 0-dim tensor, or raise FunctionalError. One sync (isfinite)."""
+        if not isinstance(E, torch.Tensor):
+            raise self.error(f"returned {type(E).__name__}, expected a scalar torch.Tensor", molecule)
+        if E.numel() != 1:
+            raise self.error(f"returned shape {tuple(E.shape)}, expected a scalar", molecule)
+        if not E.is_floating_point():
+            raise self.error(f"returned dtype {E.dtype}, expected a floating dtype", molecule)
+        if E.dim() != 0:
+            E = E.reshape(())
+        if not bool(torch.isfinite(E)):
+            value = float(E.detach())
+            raise self.error("returned NaN" if value != value else f"returned {value}", molecule)
+        return E
+
+    def __call__(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:
+        return self.get_exc(features, molecule=molecule)
+
+    def get_exc(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, features={self.features!r})"
+
+
+# =====================================================================================
+# torch
+# =====================================================================================
+
+
+class TorchFunctional(Functional):
+    """Wrap a torch module with ``features`` (list of names) and ``get_exc(features)``.
+
+    The module is called exactly as Skala's drivers call it — ``module.get_exc(features)``
+    with the harness feature dict — and its result is validated (see module docstring).
+    ``to``/``parameters``/``state_dict``/``eval``... pass through to the module.
+    """
+
+    def __init__(self, module: Any, name: str | None = None, molecule: str | None = None):
+        if isinstance(module, Functional):
+            raise TypeError("TorchFunctional: already adapted; use the object as it is")
+        get_exc = getattr(module, "get_exc", None)
+        if not callable(get_exc):
+            raise TypeError(
+                f"TorchFunctional: {type(module).__name__} has no callable get_exc(features)"
+            )
+        self.name = name or getattr(module, "name", None) or type(module).__name__
+        if not isinstance(self.name, str):
+            self.name = str(self.name)
+        if not hasattr(module, "features"):
+            raise FunctionalError(
+                f"functional {self.name!r}: the module has no 'features' attribute "
+                "(a list of the feature names it needs)"
+            )
+        feats = module.features
+        if isinstance(feats, str):
+            raise FunctionalError(f"functional {self.name!r}: 'features' must be a list of names, not a string")
+        self.features = check_feature_names(feats, f"functional {self.name!r}")
+        self.module = module
+        self.molecule = molecule
+
+    def get_exc(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:
+        """E_xc (Hartree, 0-dim tensor, differentiable) for one molecule's grid features."""
+        try:
+            E = self.module.get_exc(features)
+        except Exception as exc:
+            raise self._raised(exc, molecule) from exc
+        return self._validate(E, molecule)
+
+    # -- passthroughs ------------------------------------------------------------------
+    def to(self, *args, **kwargs) -> "TorchFunctional":
+        """``module.to(device, dtype)``; returns self (the adapter), like ``nn.Module.to``."""
+        if hasattr(self.module, "to"):
+            out = self.module.to(*args, **kwargs)
+            if out is not None and out is not self.module and hasattr(out, "get_exc"):
+                self.module = out
+        return self
+
+    def parameters(self, recurse: bool = True):
+        if hasattr(self.module, "parameters"):
+            return self.module.parameters(recurse)
+        return iter(())
+
+    def named_parameters(self, *args, **kwargs):
+        if hasattr(self.module, "named_parameters"):
+            return self.module.named_parameters(*args, **kwargs)
+        return iter(())
+
+    def state_dict(self, *args, **kwargs):
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        return self.module.load_state_dict(state_dict, strict=strict)
+
+    def eval(self) -> "TorchFunctional":
+        if hasattr(self.module, "eval"):
+            self.module.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "TorchFunctional":
+        if hasattr(self.module, "train"):
+            self.module.train(mode)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "TorchFunctional":
+        if hasattr(self.module, "requires_grad_"):
+            self.module.requires_grad_(requires_grad)
+        return self
+
+
+# =====================================================================================
+# jax
+# =====================================================================================
+
+_JAX_LOCK = threading.Lock()
+_JAX_READY = False
+
+
+def _import_jax():
+    """Import jax (lazily) and enable float64 once."""
+    global _JAX_READY
+    try:
+        import jax  # noqa: F401
+        import jax.numpy  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "JaxFunctional needs jax; install it with `pip install 'jax[cpu]'` "
+            "(or the project's [jax] extra)"
+        ) from exc
+    with _JAX_LOCK:
+        if not _JAX_READY:
+            jax.config.update("jax_enable_x64", True)
+            _JAX_READY = True
+    return jax
+
+
+class _Bridge:
+    """Moves arrays between torch and jax: DLPack when it works, numpy copies otherwise.
+
+    DLPack is zero-copy on CPU in both directions. If an export/import fails (an odd dtype,
+    a torch device jax cannot see) the bridge falls back to a numpy copy and warns once.
+    """
+
+    def __init__(self, owner: "JaxFunctional"):
+        self.owner = owner
+        self.fallbacks: set[str] = set()
+
+    def _fallback(self, what: str, exc: BaseException) -> None:
+        if what not in self.fallbacks:
+            self.fallbacks.add(what)
+            warnings.warn(
+                f"JaxFunctional {self.owner.name!r}: DLPack {what} failed ({type(exc).__name__}: {exc}); "
+                "falling back to numpy copies",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def to_jax(self, t: torch.Tensor):
+        jax = self.owner._jax
+        t = t.detach()
+        if t.dtype == torch.bool or t.is_conj() or t.is_neg():
+            t = t.resolve_conj().resolve_neg()
+        try:
+            if t.device.type != "cpu":
+                raise RuntimeError(f"torch tensor on {t.device}; jax runs on {jax.default_backend()}")
+            return jax.dlpack.from_dlpack(t.contiguous())
+        except Exception as exc:
+            self._fallback(f"torch->jax ({t.dtype}, {t.device})", exc)
+            return jax.numpy.asarray(t.cpu().numpy())
+
+    def to_torch(self, a, like: torch.Tensor | None = None) -> torch.Tensor:
+        try:
+            t = torch.utils.dlpack.from_dlpack(a)
+        except Exception as exc:
+            import numpy as np
+
+            self._fallback(f"jax->torch ({a.dtype})", exc)
+            t = torch.from_numpy(np.array(a))
+        if like is not None and (t.dtype != like.dtype or t.device != like.device):
+            t = t.to(device=like.device, dtype=like.dtype)
+        return t
+
+
+class _JaxExc(torch.autograd.Function):
+    """E = exc(params, features). Forward also computes dE/dx (one fused jax call).
+
+    Inputs: (fn, diff_names, rest, *diff_tensors) where ``rest`` maps the other feature
+    names to torch tensors (not differentiated: int features, tensors without grad).
+    backward returns ``gE * dE/dx``; under ``create_graph=True`` dE/dx comes from
+    :class:`_JaxGrad`, whose own backward is the jax Hessian-vector product — so torch
+    double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, fn: "JaxFunctional", diff_names: tuple, rest: dict, *diff_tensors):
+        E, grads = fn._jax_value_and_grad(diff_names, diff_tensors, rest)
+        ctx.fn = fn
+        ctx.diff_names = diff_names
+        ctx.rest = rest
+        ctx.jax_grads = grads
+        ctx.save_for_backward(*diff_tensors)
+        return E
+
+    @staticmethod
+    def backward(ctx, gE):
+        fn = ctx.fn
+        xs = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            G = _JaxGrad.apply(fn, ctx.diff_names, ctx.rest, ctx.jax_grads, *xs)
+        else:
+            G = tuple(fn._bridge.to_torch(g, like=x) for g, x in zip(ctx.jax_grads, xs))
+        return (None, None, None) + tuple(gE * g for g in G)
+
+
+class _JaxGrad(torch.autograd.Function):
+    """dE/dx as a differentiable torch op: forward hands over the gradient computed with E;
+    backward is the Hessian-vector product H·v = JVP of grad (jax forward-over-reverse)."""
+
+    @staticmethod
+    def forward(ctx, fn: "JaxFunctional", diff_names: tuple, rest: dict, jax_grads: tuple, *diff_tensors):
+        ctx.fn = fn
+        ctx.diff_names = diff_names
+        ctx.rest = rest
+        ctx.save_for_backward(*diff_tensors)
+        return tuple(fn._bridge.to_torch(g, like=x) for g, x in zip(jax_grads, diff_tensors))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *vs):
+        fn = ctx.fn
+        xs = ctx.saved_tensors
+        vs = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vs, xs))
+        hv = fn._jax_hvp(ctx.diff_names, xs, ctx.rest, vs)
+        return (None, None, None, None) + hv
+
+
+class JaxFunctional(Functional):
+    """Bridge a pure jax ``exc(params, features) -> scalar`` into torch autograd.
+
+    Parameters
+    ----------
+    exc:
+        pure function of ``(params, features)``; ``features`` is a dict of jax arrays
+        keyed by the names in :attr:`features`. Must be jax-traceable (it is jit-compiled).
+    params:
+        any pytree (passed through unchanged; not trained through the bridge).
+    features:
+        the feature names the function needs; ``None`` means the standard set
+        (:data:`~harness.contract.STANDARD_FEATURES`).
+    name:
+        used in error messages and results.
+
+    ``get_exc(features)`` returns a 0-dim torch tensor connected to the floating-point
+    feature tensors that require grad. The forward pass computes E and dE/dx in one jitted
+    ``jax.value_and_grad`` call; backward scales the stored gradient; double backward calls
+    a jitted forward-over-reverse HVP. Tensor shapes (grid size G, number of atoms) are part
+    of the jit cache key, so each new shape compiles once. :attr:`n_traces` counts traces.
+    """
+
+    def __init__(
+        self,
+        exc: Callable,
+        params: Any = None,
+        features: Sequence[str] | None = None,
+        name: str = "jax-functional",
+        molecule: str | None = None,
+    ):
+        if not callable(exc):
+            raise TypeError(f"JaxFunctional {name!r}: exc must be callable, got {type(exc).__name__}")
+        self.name = str(name)
+        if isinstance(features, str):
+            raise FunctionalError(f"functional {self.name!r}: features must be a list of names, not a string")
+        self.features = check_feature_names(
+            STANDARD_FEATURES if features is None else features, f"functional {self.name!r}"
+        )
+        self.exc = exc
+        self.params = params
+        self.molecule = molecule
+        self._jax = _import_jax()
+        self._bridge = _Bridge(self)
+        #: number of times the jax function has been traced (jit cache misses)
+        self.n_traces = 0
+        self._build()
+
+    def _build(self) -> None:
+        jax = self._jax
+        exc = self.exc
+
+        def energy(params, diff, rest):
+            self.n_traces += 1  # runs at trace time only
+            return exc(params, {**rest, **diff})
+
+        grad_fn = jax.grad(energy, argnums=1)
+
+        def hvp(params, diff, rest, v):
+            return jax.jvp(lambda d: grad_fn(params, d, rest), (diff,), (v,))[1]
+
+        self._value_and_grad_jit = jax.jit(jax.value_and_grad(energy, argnums=1))
+        self._value_jit = jax.jit(energy)
+        self._hvp_jit = jax.jit(hvp)
+
+    # -- jax calls (torch tensors in, torch tensors out) ---------------------------------
+    def _jax_inputs(self, names, tensors, rest):
+        b = self._bridge
+        diff = {n: b.to_jax(t) for n, t in zip(names, tensors)}
+        rest_j = {n: b.to_jax(t) for n, t in rest.items()}
+        return diff, rest_j
+
+    def _jax_value_and_grad(self, names, tensors, rest):
+        """(E torch 0-dim, tuple of jax gradient arrays in ``names`` order)."""
+        diff, rest_j = self._jax_inputs(names, tensors, rest)
+        like = tensors[0] if tensors else None
+        try:
+            if names:
+                E, g = self._value_and_grad_jit(self.params, diff, rest_j)
+                grads = tuple(g[n] for n in names)
+                E = self._jax.block_until_ready(E)
+            else:
+                E = self._jax.block_until_ready(self._value_jit(self.params, diff, rest_j))
+                grads = ()
+        except FunctionalError:
+            raise
+        except Exception as exc:
+            raise self._raised(exc) from exc
+        E_t = self._bridge.to_torch(E)
+        if like is not None:
+            E_t = E_t.to(device=like.device) if E_t.device != like.device else E_t
+        return E_t, grads
+
+    def _jax_hvp(self, names, tensors, rest, vs):
+        diff, rest_j = self._jax_inputs(names, tensors, rest)
+        v = {n: self._bridge.to_jax(t.to(dtype=x.dtype)) for n, t, x in zip(names, vs, tensors)}
+        try:
+            hv = self._jax.block_until_ready(self._hvp_jit(self.params, diff, rest_j, v))
+        except FunctionalError:
+            raise
+        except Exception as exc:
+            raise self._raised(exc) from exc
+        return tuple(self._bridge.to_torch(hv[n], like=x) for n, x in zip(names, tensors))
+
+    # -- public ----------------------------------------------------------------------------
+    def get_exc(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:
+        """E_xc (Hartree, 0-dim torch tensor); differentiable twice w.r.t. the float features."""
+        missing = [n for n in self.features if n not in features]
+        if missing:
+            raise self.error(f"missing feature(s) {missing} in the input", molecule)
+        grad_on = torch.is_grad_enabled()
+        diff_names, diff_tensors, rest = [], [], {}
+        for n in self.features:
+            t = features[n]
+            if not isinstance(t, torch.Tensor):
+                raise self.error(f"feature {n!r} is {type(t).__name__}, expected a torch.Tensor", molecule)
+            if grad_on and t.requires_grad and t.is_floating_point():
+                diff_names.append(n)
+                diff_tensors.append(t)
+            else:
+                rest[n] = t.detach()
+        old = self.molecule
+        if molecule is not None:
+            self.molecule = molecule
+        try:
+            E = _JaxExc.apply(self, tuple(diff_names), rest, *diff_tensors)
+        finally:
+            self.molecule = old
+        return self._validate(E, molecule)
+
+    def to(self, *args, **kwargs) -> "JaxFunctional":
+        """No-op (jax computes on its own device in the dtype of the inputs); returns self."""
+        return self
+
+    def parameters(self, recurse: bool = True):
+        """jax params are not torch parameters: empty."""
+        return iter(())
+
+    def named_parameters(self, *args, **kwargs):
+        return iter(())
+
+    def eval(self) -> "JaxFunctional":
+        return self
+
+    def train(self, mode: bool = True) -> "JaxFunctional":
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "JaxFunctional":
+        return self
+
+    @property
+    def transfer_mode(self) -> str:
+        """'dlpack' while every transfer went zero-copy, else 'numpy-fallback (...)'."""
+        if not self._bridge.fallbacks:
+            return "dlpack"
+        return "numpy-fallback (" + "; ".join(sorted(self._bridge.fallbacks)) + ")"
+
+
+# =====================================================================================
+
+
+def as_functional(obj: Any, name: str | None = None) -> TorchFunctional | JaxFunctional:
+    """Adapt ``obj``: a torch module (``features`` + ``get_exc``) -> :class:`TorchFunctional`;
+    an ``(exc, params)`` pair of a jax function and its params -> :class:`JaxFunctional`
+    (standard features); an adapter -> itself (renamed if ``name`` is given)."""
+    if isinstance(obj, Functional):
+        if name is not None:
+            obj.name = name
+        return obj
+    if callable(getattr(obj, "get_exc", None)):
+        return TorchFunctional(obj, name=name)
+    if isinstance(obj, tuple) and len(obj) == 2 and callable(obj[0]):
+        exc, params = obj
+        return JaxFunctional(exc, params, name=name or getattr(exc, "__name__", "jax-functional"))
+    raise TypeError(
+        f"as_functional: cannot adapt {type(obj).__name__}; expected a torch module with "
+        "'features' and 'get_exc(features)', or an (exc, params) tuple of a jax function "
+        "exc(params, features) -> scalar and its params"
+    )
