@@ -10,7 +10,9 @@ The drivers (SCF, TDDFT, ...) only ever talk to the two classes here:
     bridges a pure jax function ``exc(params, features) -> scalar`` into torch autograd
     (DLPack zero-copy on CPU), with first *and* second derivatives: torch double backward
     works, so Hessian-vector products ``autograd.grad(autograd.grad(E, x,
-    create_graph=True), x, grad_outputs=v)`` go through the bridge.
+    create_graph=True), x, grad_outputs=v)`` go through the bridge — also with a batch of
+    v (``is_grads_batched=True`` or ``torch.func.vmap`` over the second ``autograd.grad``:
+    one ``jax.vmap``-ed HVP call). Third derivatives are not supported.
 
 Both validate what the functional returns (a finite floating scalar tensor) and turn any
 misbehaviour into :class:`~harness.contract.FunctionalError` whose message names the
@@ -246,7 +248,7 @@ class _Bridge:
     def to_jax(self, t: torch.Tensor):
         jax = self.owner._jax
         t = t.detach()
-        if t.dtype == torch.bool or t.is_conj() or t.is_neg():
+        if t.is_conj() or t.is_neg():  # lazy complex views cannot be exported
             t = t.resolve_conj().resolve_neg()
         try:
             if t.device.type != "cpu":
@@ -284,17 +286,20 @@ class _JaxExc(torch.autograd.Function):
         E, grads = fn._jax_value_and_grad(diff_names, diff_tensors, rest)
         ctx.fn = fn
         ctx.diff_names = diff_names
-        ctx.rest = rest
+        ctx.rest_names = tuple(rest)
         ctx.jax_grads = grads
-        ctx.save_for_backward(*diff_tensors)
+        # saved (not just referenced) so that torch flags in-place edits before backward
+        ctx.save_for_backward(*diff_tensors, *rest.values())
         return E
 
     @staticmethod
     def backward(ctx, gE):
         fn = ctx.fn
-        xs = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        n = len(ctx.diff_names)
+        xs, rest = saved[:n], dict(zip(ctx.rest_names, saved[n:]))
         if torch.is_grad_enabled():
-            G = _JaxGrad.apply(fn, ctx.diff_names, ctx.rest, ctx.jax_grads, *xs)
+            G = _JaxGrad.apply(fn, ctx.diff_names, rest, ctx.jax_grads, *xs)
         else:
             G = tuple(fn._bridge.to_torch(g, like=x) for g, x in zip(ctx.jax_grads, xs))
         return (None, None, None) + tuple(gE * g for g in G)
@@ -308,18 +313,92 @@ class _JaxGrad(torch.autograd.Function):
     def forward(ctx, fn: "JaxFunctional", diff_names: tuple, rest: dict, jax_grads: tuple, *diff_tensors):
         ctx.fn = fn
         ctx.diff_names = diff_names
-        ctx.rest = rest
-        ctx.save_for_backward(*diff_tensors)
+        ctx.rest_names = tuple(rest)
+        ctx.save_for_backward(*diff_tensors, *rest.values())
         return tuple(fn._bridge.to_torch(g, like=x) for g, x in zip(jax_grads, diff_tensors))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *vs):
         fn = ctx.fn
-        xs = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        n = len(ctx.diff_names)
+        xs, rest = saved[:n], dict(zip(ctx.rest_names, saved[n:]))
+        kinds = {_batch_kind(v) for v in vs} - {None}
+        if kinds:
+            kind = "legacy" if "legacy" in kinds else "functorch"
+            return (None, None, None, None) + _batched_hvp(fn, ctx.diff_names, xs, rest, vs, kind)
         vs = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vs, xs))
-        hv = fn._jax_hvp(ctx.diff_names, xs, ctx.rest, vs)
+        hv = fn._jax_hvp(ctx.diff_names, xs, rest, vs)
         return (None, None, None, None) + hv
+
+
+def _batch_kind(t) -> str | None:
+    """'legacy' (torch.autograd.grad(is_grads_batched=True)), 'functorch' (torch.func.vmap)
+    or None for a plain tensor."""
+    if t is None:
+        return None
+    F = getattr(torch._C, "_functorch", None)
+    try:
+        if F is not None and F.is_legacy_batchedtensor(t):
+            return "legacy"
+        if F is not None and F.is_batchedtensor(t):
+            return "functorch"
+    except Exception:  # pragma: no cover - torch without these helpers
+        return None
+    return None
+
+
+def _batched_hvp(fn: "JaxFunctional", names, xs, rest, vs, kind: str):
+    """HVPs for batched cotangents: ``torch.autograd.grad(..., is_grads_batched=True)``
+    (torch's legacy vmap) or ``torch.func.vmap`` over the second ``autograd.grad``.
+
+    The cotangents arrive as batched tensors that cannot cross DLPack. Unwrap them to
+    (B, ...) physical tensors, run one ``jax.vmap``-ed HVP, and wrap the results back at the
+    same vmap level. Uses torch internals (``_remove_batch_dim``/``_add_batch_dim`` and
+    their functorch counterparts); a clear FunctionalError if those change. One vmap level
+    only (nested vmaps are refused).
+    """
+    F = torch._C._functorch
+    try:
+        phys: dict[int, torch.Tensor] = {}
+        if kind == "legacy":
+            level = torch._C._vmapmode_increment_nesting()
+            torch._C._vmapmode_decrement_nesting()
+            level -= 1  # the level the engine is running under
+            for i, v in enumerate(vs):
+                if _batch_kind(v) == "legacy":
+                    phys[i] = torch._remove_batch_dim(v, level, 1, 0)
+        else:
+            levels = {F.maybe_get_level(v) for v in vs if _batch_kind(v) == "functorch"}
+            if len(levels) != 1:
+                raise RuntimeError(f"cotangents batched at several vmap levels {sorted(levels)}")
+            (level,) = levels
+            for i, v in enumerate(vs):
+                if _batch_kind(v) == "functorch":
+                    phys[i] = F.get_unwrapped(v).movedim(F.maybe_get_bdim(v), 0)
+        if any(_batch_kind(p) is not None for p in phys.values()):
+            raise RuntimeError("nested vmap levels are not supported")
+        B = next(iter(phys.values())).shape[0]
+        V = []
+        for i, (v, x) in enumerate(zip(vs, xs)):
+            if i in phys:
+                V.append(phys[i])
+            elif v is None:
+                V.append(torch.zeros((B,) + tuple(x.shape), dtype=x.dtype, device=x.device))
+            else:
+                V.append(v.unsqueeze(0).expand((B,) + tuple(v.shape)))
+    except FunctionalError:
+        raise
+    except Exception as exc:
+        raise fn.error(
+            f"batched grad_outputs ({kind} vmap) could not be unwrapped for the jax bridge "
+            f"({type(exc).__name__}: {exc}); loop over the vectors instead"
+        ) from exc
+    hv = fn._jax_hvp(names, xs, rest, tuple(V), batched=True)
+    if kind == "legacy":
+        return tuple(torch._add_batch_dim(h, 0, level) for h in hv)
+    return tuple(F._add_batch_dim(h, 0, level) for h in hv)
 
 
 class JaxFunctional(Functional):
@@ -331,7 +410,8 @@ class JaxFunctional(Functional):
         pure function of ``(params, features)``; ``features`` is a dict of jax arrays
         keyed by the names in :attr:`features`. Must be jax-traceable (it is jit-compiled).
     params:
-        any pytree (passed through unchanged; not trained through the bridge).
+        a pytree of arrays/numbers, passed to every call as a (traced) jit argument; not
+        trained through the bridge (``parameters()`` is empty).
     features:
         the feature names the function needs; ``None`` means the standard set
         (:data:`~harness.contract.STANDARD_FEATURES`).
@@ -386,6 +466,7 @@ class JaxFunctional(Functional):
         self._value_and_grad_jit = jax.jit(jax.value_and_grad(energy, argnums=1))
         self._value_jit = jax.jit(energy)
         self._hvp_jit = jax.jit(hvp)
+        self._hvp_batched_jit = jax.jit(jax.vmap(hvp, in_axes=(None, None, None, 0)))
 
     # -- jax calls (torch tensors in, torch tensors out) ---------------------------------
     def _jax_inputs(self, names, tensors, rest):
@@ -415,11 +496,13 @@ class JaxFunctional(Functional):
             E_t = E_t.to(device=like.device) if E_t.device != like.device else E_t
         return E_t, grads
 
-    def _jax_hvp(self, names, tensors, rest, vs):
+    def _jax_hvp(self, names, tensors, rest, vs, batched: bool = False):
+        """H·v per differentiable feature; with ``batched`` each v has a leading batch axis."""
         diff, rest_j = self._jax_inputs(names, tensors, rest)
         v = {n: self._bridge.to_jax(t.to(dtype=x.dtype)) for n, t, x in zip(names, vs, tensors)}
+        f = self._hvp_batched_jit if batched else self._hvp_jit
         try:
-            hv = self._jax.block_until_ready(self._hvp_jit(self.params, diff, rest_j, v))
+            hv = self._jax.block_until_ready(f(self.params, diff, rest_j, v))
         except FunctionalError:
             raise
         except Exception as exc:
