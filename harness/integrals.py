@@ -1,0 +1,283 @@
+"""Setup stage of the harness's own Kohn–Sham driver: everything PySCF supplies.
+
+`build_setup` turns a molecule into a `MoleculeSetup` of torch tensors: overlap S, core
+Hamiltonian, nuclear repulsion, the density-fitting (Cholesky) 3-centre factor for J, a
+PySCF level-3 integration grid, AO values and first derivatives on that grid, the ``minao``
+initial guess and the static features (atoms, grid). Nothing after this stage calls PySCF
+except the optional exact-J re-evaluation (`exact_coulomb_energy`).
+
+AO values are stored per grid block, each block a contiguous ``(ncomp, Gb, nb)`` tensor
+(``ncomp`` = 4: value, ∂x, ∂y, ∂z; or 1 for LDA-only setups) restricted to the ``nb`` AOs
+that are non-zero somewhere on the block (PySCF's own shell screening, ``make_mask``,
+cutoff 1e-15 — the same screening PySCF applies in its numerical integration).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+#: Grid points per AO block (a multiple of PySCF's BLKSIZE = 56 so the shell mask maps exactly).
+DEFAULT_BLOCK_SIZE = 56 * 20
+
+
+@dataclass
+class AOBlock:
+    """AO values on grid points ``start:stop``.
+
+    ``ao`` has shape (ncomp, stop-start, nb), contiguous; ``idx`` lists the nb AOs kept
+    (``None`` when all AOs are kept, so no gather/scatter is needed).
+    """
+
+    start: int
+    stop: int
+    ao: torch.Tensor
+    idx: torch.Tensor | None
+    pair_idx: torch.Tensor | None = None  # flattened (idx_m * nao + idx_n), for scatter-adds into nao²
+
+    def pairs(self, nao: int) -> torch.Tensor | None:
+        """Flat indices of the block's (nb, nb) AO pairs inside a (nao, nao) matrix (cached)."""
+        if self.idx is None:
+            return None
+        if self.pair_idx is None:
+            self.pair_idx = (self.idx.unsqueeze(1) * nao + self.idx.unsqueeze(0)).reshape(-1)
+        return self.pair_idx
+
+
+@dataclass
+class MoleculeSetup:
+    """Integrals, grid and guess of one molecule, as torch tensors on ``device``."""
+
+    name: str
+    mol: object  # the built pyscf.gto.Mole (kept for the exact-J re-evaluation)
+    basis: str
+    auxbasis: str
+    grid_level: int
+    nao: int
+    nocc: int
+    S: torch.Tensor  # (nao, nao)
+    hcore: torch.Tensor  # (nao, nao)
+    energy_nuc: float
+    cderi: torch.Tensor  # (naux, npair): Cholesky 3-centre factor, lower triangle packed
+    tril_rows: torch.Tensor  # (npair,) row index of each packed pair
+    tril_cols: torch.Tensor  # (npair,) column index
+    grid_coords: torch.Tensor  # (G, 3) bohr
+    grid_weights: torch.Tensor  # (G,)
+    ao_blocks: list[AOBlock]
+    ao_deriv: int  # 0: values only; 1: values and first derivatives
+    dm_guess: torch.Tensor  # (nao, nao) minao guess (total density)
+    atomic_coords: torch.Tensor  # (natm, 3) bohr
+    atomic_numbers: torch.Tensor  # (natm,) int64
+    device: torch.device
+    dtype: torch.dtype
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ngrid(self) -> int:
+        return int(self.grid_weights.shape[0])
+
+    @property
+    def naux(self) -> int:
+        return int(self.cderi.shape[0])
+
+    @property
+    def setup_s(self) -> float:
+        return float(self.timings.get("setup_s", 0.0))
+
+    def static_features(self) -> dict[str, torch.Tensor]:
+        """The density-independent features of the contract."""
+        return {
+            "grid_coords": self.grid_coords,
+            "grid_weights": self.grid_weights,
+            "atomic_coords": self.atomic_coords,
+            "atomic_numbers": self.atomic_numbers,
+        }
+
+    def to(self, device=None, dtype=None) -> "MoleculeSetup":
+        """A copy on another device and/or floating dtype (int tensors keep their dtype)."""
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        if device == self.device and dtype == self.dtype:
+            return self
+
+        def f(t):
+            return t.to(device=device, dtype=dtype)
+
+        blocks = [
+            AOBlock(b.start, b.stop, f(b.ao).contiguous(), None if b.idx is None else b.idx.to(device), None)
+            for b in self.ao_blocks
+        ]
+        return replace(
+            self,
+            S=f(self.S), hcore=f(self.hcore), cderi=f(self.cderi),
+            tril_rows=self.tril_rows.to(device), tril_cols=self.tril_cols.to(device),
+            grid_coords=f(self.grid_coords), grid_weights=f(self.grid_weights), ao_blocks=blocks,
+            dm_guess=f(self.dm_guess), atomic_coords=f(self.atomic_coords),
+            atomic_numbers=self.atomic_numbers.to(device), device=device, dtype=dtype,
+            timings=dict(self.timings),
+        )
+
+    # -- Coulomb -------------------------------------------------------------------------
+    def pack(self, P: torch.Tensor) -> torch.Tensor:
+        """Lower-triangle packing of symmetric matrices (..., nao, nao) → (..., npair),
+        off-diagonal entries doubled so that ``cderi @ pack(P)`` = Σ_mn L_Pmn P_mn."""
+        Ps = P + P.transpose(-1, -2)
+        packed = Ps[..., self.tril_rows, self.tril_cols]
+        diag = self.tril_rows == self.tril_cols
+        return torch.where(diag, 0.5 * packed, packed)
+
+    def unpack(self, v: torch.Tensor) -> torch.Tensor:
+        """Inverse of the plain lower-triangle packing: (..., npair) → symmetric (..., nao, nao)."""
+        out = v.new_zeros(v.shape[:-1] + (self.nao, self.nao))
+        out[..., self.tril_rows, self.tril_cols] = v
+        out[..., self.tril_cols, self.tril_rows] = v
+        return out
+
+    def coulomb_df(self, P: torch.Tensor) -> torch.Tensor:
+        """Density-fitted J[P] for P of shape (nao, nao) or (n, nao, nao)."""
+        c = self.pack(P) @ self.cderi.T  # (..., naux)
+        return self.unpack(c @ self.cderi)
+
+
+def _as_pyscf(mol, basis: str):
+    """(pyscf Mole, name, harness Molecule or None)."""
+    from harness.molecules import Molecule, to_pyscf
+
+    if isinstance(mol, Molecule):
+        return to_pyscf(mol, basis), mol.key, mol
+    # a pyscf Mole
+    if getattr(mol, "_built", True) is False:
+        mol.build()
+    name = getattr(mol, "name", None) or getattr(mol, "harness_name", None)
+    if not isinstance(name, str) or not name:
+        counts: dict[str, int] = {}
+        for i in range(mol.natm):
+            sym = mol.atom_pure_symbol(i)
+            counts[sym] = counts.get(sym, 0) + 1
+        name = "".join(f"{s}{n if n > 1 else ''}" for s, n in counts.items())
+    return mol, name, None
+
+
+def build_setup(
+    mol,
+    basis: str = "def2-svp",
+    grid_level: int = 3,
+    auxbasis: str = "def2-universal-jfit",
+    device="cpu",
+    dtype: torch.dtype = torch.float64,
+    need_tau: bool = True,
+    need_grad: bool = True,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    screen: bool = True,
+    drop_zero_weights: bool = True,
+    name: str | None = None,
+) -> MoleculeSetup:
+    """Build the `MoleculeSetup` of a `harness.molecules.Molecule` or a built PySCF ``Mole``.
+
+    ``need_grad``/``need_tau``: whether AO first derivatives are needed (GGA or meta-GGA
+    features); with both False only AO values are stored. ``drop_zero_weights`` removes the
+    grid points of exactly zero weight (PySCF's alignment padding and Becke-partition
+    zeros) — they contribute nothing to any integral. ``screen`` keeps per block only the
+    AOs PySCF's shell mask marks non-zero there.
+    """
+    from pyscf import df, dft, scf
+
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    pmol, auto_name, _ = _as_pyscf(mol, basis)
+    name = name or auto_name
+    if pmol.spin != 0 or pmol.nelectron % 2:
+        raise ValueError(f"{name}: the harness SCF driver is closed-shell restricted; got 2S={pmol.spin}, "
+                         f"{pmol.nelectron} electrons")
+    device = torch.device(device)
+
+    def T(a):
+        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
+
+    t = time.perf_counter()
+    S = pmol.intor_symmetric("int1e_ovlp")
+    hcore = pmol.intor_symmetric("int1e_kin") + pmol.intor_symmetric("int1e_nuc")
+    if pmol.has_ecp():
+        hcore = hcore + pmol.intor_symmetric("ECPscalar")
+    e_nuc = float(pmol.energy_nuc())
+    timings["one_electron_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cderi = df.incore.cholesky_eri(pmol, auxbasis=auxbasis)  # (naux, npair), s2 packed
+    timings["cderi_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    grids = dft.gen_grid.Grids(pmol)
+    grids.level = grid_level
+    grids.build(with_non0tab=False)
+    coords, weights = grids.coords, grids.weights
+    if drop_zero_weights:
+        keep = weights != 0
+        coords, weights = np.ascontiguousarray(coords[keep]), np.ascontiguousarray(weights[keep])
+    timings["grid_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ao_deriv = 1 if (need_grad or need_tau) else 0
+    nao = pmol.nao_nr()
+    blksize = dft.gen_grid.BLKSIZE
+    block_size = max(blksize, block_size // blksize * blksize)
+    mask = dft.gen_grid.make_mask(pmol, coords) if screen else None
+    ao_loc = pmol.ao_loc_nr()
+    shell_of_ao = np.repeat(np.arange(pmol.nbas), np.diff(ao_loc))
+    blocks: list[AOBlock] = []
+    G = coords.shape[0]
+    for p0 in range(0, G, block_size):
+        p1 = min(G, p0 + block_size)
+        sub_mask = None
+        idx = None
+        if mask is not None:
+            sub_mask = np.ascontiguousarray(mask[p0 // blksize:(p1 + blksize - 1) // blksize])
+            shells_on = sub_mask.any(axis=0)
+            ao_on = shells_on[shell_of_ao]
+            if not ao_on.all():
+                idx = np.nonzero(ao_on)[0]
+        ao = dft.numint.eval_ao(pmol, coords[p0:p1], deriv=ao_deriv, non0tab=sub_mask)
+        if ao_deriv == 0:
+            ao = ao[None]
+        if idx is not None:
+            ao = ao[:, :, idx]
+            if idx.size == 0:
+                continue
+        blocks.append(
+            AOBlock(p0, p1, T(ao), None if idx is None else torch.as_tensor(idx, dtype=torch.long, device=device))
+        )
+    timings["ao_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    dm0 = scf.hf.init_guess_by_minao(pmol)
+    timings["guess_s"] = time.perf_counter() - t
+
+    rows, cols = np.tril_indices(nao)
+    setup = MoleculeSetup(
+        name=name, mol=pmol, basis=basis, auxbasis=auxbasis, grid_level=grid_level, nao=nao,
+        nocc=pmol.nelectron // 2, S=T(S), hcore=T(hcore), energy_nuc=e_nuc, cderi=T(cderi),
+        tril_rows=torch.as_tensor(rows, device=device), tril_cols=torch.as_tensor(cols, device=device),
+        grid_coords=T(coords), grid_weights=T(weights), ao_blocks=blocks, ao_deriv=ao_deriv,
+        dm_guess=T(dm0), atomic_coords=T(pmol.atom_coords(unit="Bohr")),
+        atomic_numbers=torch.as_tensor(np.asarray(pmol.atom_charges(), dtype=np.int64), device=device),
+        device=device, dtype=dtype, timings=timings,
+    )
+    timings["setup_s"] = time.perf_counter() - t_all
+    return setup
+
+
+def exact_coulomb_matrix(setup: MoleculeSetup, P: torch.Tensor, direct_scf_tol: float = 1e-13) -> torch.Tensor:
+    """Exact (4-centre) J[P] from PySCF's direct-SCF J builder (J only, 8-fold symmetry)."""
+    from pyscf.scf import _vhf
+
+    mol = setup.mol
+    dm = P.detach().to("cpu", torch.float64).numpy()
+    dm = 0.5 * (dm + dm.T)
+    opt = _vhf.VHFOpt(mol, "int2e", "CVHFnrs8_prescreen", "CVHFsetnr_direct_scf", "CVHFsetnr_direct_scf_dm")
+    opt.direct_scf_tol = direct_scf_tol
+    opt.set_dm(dm, mol._atm, mol._bas, mol._env)
+    vj, _ = _vhf.direct(dm, mol._atm, mol._bas, mol._env, vhfopt=opt, hermi=1, with_j=True, with_k=False)
+    return torch.as_tensor(vj, dtype=P.dtype, device=P.device)
