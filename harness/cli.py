@@ -11,6 +11,8 @@ import harness
 #: Modules that add sub-commands; each defines ``register(subparsers)``.
 COMMAND_MODULES = (
     "harness.reference.cli",
+    "harness.scf_cli",
+    "harness.evaluate_cli",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,68 @@
+"""``harness evaluate SUBMISSION_DIR``: score a submission against the reference set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.reference.pins import BUNDLED_REFERENCE_DIR
+
+SPLIT_CHOICES = ("test", "tiny", "val", "train")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a submission (SCF, metrics) against the B3LYP reference set",
+        description="Run the harness SCF with a submitted functional on every molecule of a split "
+        "and score it against the B3LYP/def2-SVP reference (docs/protocol.md): total-energy error, "
+        "E_rho, dipole, L2 density error, SCF-iteration reduction and robustness. Writes "
+        "OUT/<name>/<split>/per_molecule.csv and summary.json. Finished molecules are cached: "
+        "after an interruption, rerun the same command and it continues where it stopped.",
+    )
+    p.add_argument("submission", type=Path, metavar="SUBMISSION_DIR",
+                   help="submission folder holding submission.yaml (e.g. submissions/pbe)")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="molecules to score (default: %(default)s)")
+    p.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                   help="reference folder (default: the bundled set "
+                   f"{BUNDLED_REFERENCE_DIR.parent.name}/{BUNDLED_REFERENCE_DIR.name})")
+    p.add_argument("--device", default="cpu", help="torch device of the model SCF: cpu or cuda (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="molecules in parallel (processes, each with cores/N threads; default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
+    p.add_argument("--molecule", action="append", metavar="KEY",
+                   help="evaluate only this molecule of the split (repeatable)")
+    p.add_argument("--recompute", action="store_true", help="ignore cached per-molecule results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no table, only the file paths")
+    p.set_defaults(func=run_evaluate)
+
+
+def one_line(message: str) -> str:
+    """A multi-line message (e.g. a YAML parser's, with its caret diagram) as one line."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def run_evaluate(args) -> int:
+    from harness.cli import HarnessError
+    from harness.evaluate import EvaluationError, evaluate
+    from harness.reference.store import ReferenceDataError
+    from harness.results import render_report
+    from harness.submission import SubmissionError
+
+    try:
+        result = evaluate(
+            args.submission, split=args.split, reference=args.reference, out=args.out,
+            device=args.device, workers=args.workers, progress=not args.quiet,
+            keys=args.molecule, recompute=args.recompute,
+        )
+    except (SubmissionError, ReferenceDataError, EvaluationError) as exc:
+        raise HarnessError(one_line(str(exc))) from exc
+    if not args.quiet:
+        print(render_report(result.summary, result.rows))
+        print()
+    s = result.summary
+    print(f"{len(result.computed)} computed, {len(result.cached)} from cache; "
+          f"wall {s['wall_s']['total']:.1f} s")
+    print(f"wrote {result.paths.csv}")
+    print(f"wrote {result.paths.summary}")
+    return 0
