@@ -187,3 +187,21 @@ def test_cli_help_explains_commands(capsys):
     assert ex.value.code == 0
     out = capsys.readouterr().out
     assert "--workers" in out and "--molecules" in out and "rerun" in out
+
+
+def test_cached_ao_numint_gives_pyscf_numbers(monkeypatch):
+    """The AO-value cache of `make_rks` changes timings only: energy, dipole and excitations
+    equal those of PySCF's plain NumInt."""
+    from pyscf.dft import numint
+
+    from harness.molecules import g2_molecule
+    from harness.reference import compute
+
+    mol = g2_molecule("H2O")
+    cached = compute.compute_reference(mol, "train", SETTINGS)
+    monkeypatch.setattr(compute, "_cached_numint_class", lambda: numint.NumInt)
+    plain = compute.compute_reference(mol, "train", SETTINGS)
+    assert abs(cached.energy_Eh - plain.energy_Eh) < 1e-11
+    np.testing.assert_allclose(cached.dipole_debye, plain.dipole_debye, atol=1e-10)
+    np.testing.assert_allclose(cached.excitation_energies_eV, plain.excitation_energies_eV, atol=1e-9)
+    assert cached.scf_cycles_minao == plain.scf_cycles_minao

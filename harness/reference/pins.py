@@ -8,7 +8,7 @@ from pathlib import Path
 BUNDLED_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reference_data" / "g2-b3lyp-svp-v1"
 
 #: sha256 of ``reference_data/g2-b3lyp-svp-v1/manifest.yaml``. Update together with the data.
-BUNDLED_MANIFEST_SHA256 = "UNSET"
+BUNDLED_MANIFEST_SHA256 = "2f4f3eaa45a32cf8b1da10e53072324bf97cc0c0aa3c62194c6fd46f81d41c1f"
 
 
 def check_manifest(root: str | Path, manifest_sha256: str) -> None:
