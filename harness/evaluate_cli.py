@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 
 SPLIT_CHOICES = ("test", "tiny", "val", "train")
+
+
+#: Default ``--workers``: two processes when there are two cores or more.
+DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reference folder (default: the bundled set "
                    f"{BUNDLED_REFERENCE_DIR.parent.name}/{BUNDLED_REFERENCE_DIR.name})")
     p.add_argument("--device", default="cpu", help="torch device of the model SCF: cpu or cuda (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="molecules in parallel (processes, each with cores/N threads; default: %(default)s)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                   help="molecules in parallel (processes, each with cores/N threads; default: %(default)s, "
+                   "i.e. min(2, cores): two single-thread workers beat one two-thread worker on small matrices)")
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--molecule", action="append", metavar="KEY",
                    help="evaluate only this molecule of the split (repeatable)")
