@@ -51,6 +51,16 @@ def _block_matrix(P: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return P.transpose(0, 1).reshape(nb, B * nb)
 
 
+def _totals(rho, grad, tau) -> dict[str, torch.Tensor]:
+    """The totals dict of the features that were built (grad/tau None when not asked for)."""
+    out = {"rho": rho}
+    if grad is not None:
+        out["grad_rho"] = grad
+    if tau is not None:
+        out["tau"] = tau
+    return out
+
+
 def _needs(names) -> tuple[bool, bool]:
     names = set(names)
     return ("grad" in names), ("kin" in names)
@@ -89,12 +99,7 @@ def orbital_features(setup: MoleculeSetup, C_occ: torch.Tensor, names=DENSITY_FE
         if want_tau:
             d = psi[1:]
             tau[0, sl] = (d * d).sum(-1).sum(0)
-    out = {"rho": rho}
-    if want_grad:
-        out["grad_rho"] = grad
-    if want_tau:
-        out["tau"] = tau
-    return out
+    return _totals(rho, grad, tau)
 
 
 @torch.no_grad()
@@ -134,12 +139,7 @@ def total_features(setup: MoleculeSetup, P: torch.Tensor, names=DENSITY_FEATURE_
         if want_tau:
             t = (ao[1:].unsqueeze(2) * XX[1:]).sum(-1).sum(0)  # (Gb, B)
             tau[:, sl] = 0.5 * t.T
-    out = {"rho": rho}
-    if want_grad:
-        out["grad_rho"] = grad
-    if want_tau:
-        out["tau"] = tau
-    return out
+    return _totals(rho, grad, tau)
 
 
 def spin_features(total: dict[str, torch.Tensor], lead: tuple[int, ...], names=DENSITY_FEATURE_NAMES) -> dict[str, torch.Tensor]:

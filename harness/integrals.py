@@ -144,7 +144,7 @@ class MoleculeSetup:
 
 def _as_pyscf(mol, basis: str):
     """(pyscf Mole, name, harness Molecule or None)."""
-    from harness.molecules import Molecule, to_pyscf
+    from harness.molecules import Molecule, hill_formula, to_pyscf
 
     if isinstance(mol, Molecule):
         return to_pyscf(mol, basis), mol.key, mol
@@ -153,11 +153,7 @@ def _as_pyscf(mol, basis: str):
         mol.build()
     name = getattr(mol, "name", None) or getattr(mol, "harness_name", None)
     if not isinstance(name, str) or not name:
-        counts: dict[str, int] = {}
-        for i in range(mol.natm):
-            sym = mol.atom_pure_symbol(i)
-            counts[sym] = counts.get(sym, 0) + 1
-        name = "".join(f"{s}{n if n > 1 else ''}" for s, n in counts.items())
+        name = hill_formula(mol.atom_pure_symbol(i) for i in range(mol.natm))
     return mol, name, None
 
 

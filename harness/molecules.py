@@ -52,14 +52,7 @@ class Molecule:
 
     @property
     def formula(self) -> str:
-        """Hill formula: C, then H, then the rest alphabetically (all alphabetical without C)."""
-        counts: dict[str, int] = {}
-        for s in self.symbols:
-            counts[s] = counts.get(s, 0) + 1
-        order = sorted(counts)
-        if "C" in counts:
-            order = ["C"] + (["H"] if "H" in counts else []) + [s for s in order if s not in ("C", "H")]
-        return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
+        return hill_formula(self.symbols)
 
     @property
     def atomic_numbers(self) -> np.ndarray:
@@ -70,6 +63,17 @@ class Molecule:
     @property
     def n_electrons(self) -> int:
         return int(self.atomic_numbers.sum()) - self.charge
+
+
+def hill_formula(symbols) -> str:
+    """Hill formula: C, then H, then the rest alphabetically (all alphabetical without C)."""
+    counts: dict[str, int] = {}
+    for s in symbols:
+        counts[s] = counts.get(s, 0) + 1
+    order = sorted(counts)
+    if "C" in counts:
+        order = ["C"] + (["H"] if "H" in counts else []) + [s for s in order if s not in ("C", "H")]
+    return "".join(f"{s}{counts[s] if counts[s] > 1 else ''}" for s in order)
 
 
 def split_of(name: str) -> str:

@@ -52,6 +52,7 @@ import yaml
 
 from .adapter import JaxFunctional, TorchFunctional
 from .contract import FunctionalError, check_feature_names
+from .io import sha256_file
 
 __all__ = [
     "SUBMISSION_FILE",
@@ -253,14 +254,6 @@ def load_submission(folder: str | Path) -> Submission:
 # ------------------------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _code_files(folder: Path) -> list[Path]:
     files = []
     for p in sorted(folder.rglob("*.py")):
@@ -280,14 +273,14 @@ def submission_sha256(folder: str | Path) -> dict:
     hashes the sorted ``relpath\\0sha`` lines of all of them.
     """
     sub = load_submission(folder)
-    out: dict[str, Any] = {"yaml": _sha256_file(sub.yaml_path), "code": {}, "weights": None}
+    out: dict[str, Any] = {"yaml": sha256_file(sub.yaml_path), "code": {}, "weights": None}
     lines = [f"{SUBMISSION_FILE}\0{out['yaml']}"]
     for p in _code_files(sub.folder):
         rel = p.relative_to(sub.folder).as_posix()
-        out["code"][rel] = _sha256_file(p)
+        out["code"][rel] = sha256_file(p)
         lines.append(f"{rel}\0{out['code'][rel]}")
     if sub.weights_path is not None:
-        out["weights"] = _sha256_file(sub.weights_path)
+        out["weights"] = sha256_file(sub.weights_path)
         lines.append(f"{Path(sub.weights).as_posix()}\0{out['weights']}")
     out["combined"] = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
     return out
@@ -332,7 +325,7 @@ def _import_entry(sub: Submission):
 def _load_weights(sub: Submission, kind: str) -> dict:
     path = sub.weights_path
     assert path is not None
-    actual = _sha256_file(path)
+    actual = sha256_file(path)
     if actual != sub.sha256:
         raise SubmissionError(
             f"{path}: sha256 mismatch: {SUBMISSION_FILE} field 'sha256' says {sub.sha256}, the file has {actual}"
