@@ -211,12 +211,20 @@ def _x_inputs(features: dict[str, Tensor], thr: float, with_grad: bool, with_tau
     r = _safe(rho_s, mf)
     sig = tau = None
     if with_grad:
-        g = features["grad"]
-        sig = (g * g).sum(1).clamp(min=thr ** (8.0 / 3.0))
-        if with_tau:
-            tau = features["kin"].clamp(min=TAU_THRESHOLD)
-            sig = _replace_above(sig, 8.0 * r * tau)
+        sig, tau = _spin_sigma_tau(features, r, thr, with_tau)
     return mf, r, _cbrt(r), sig, tau
+
+
+def _spin_sigma_tau(features: dict[str, Tensor], rho_s: Tensor, thr: float, with_tau: bool):
+    """sigma_ss = |grad rho_s|^2 (2, G) floored at thr^(8/3) and, with tau, tau_s floored at
+    TAU_THRESHOLD and sigma_ss capped at 8 rho_s tau_s (libxc's clamps)."""
+    g = features["grad"]
+    sig = (g * g).sum(1).clamp(min=thr ** (8.0 / 3.0))
+    tau = None
+    if with_tau:
+        tau = features["kin"].clamp(min=TAU_THRESHOLD)
+        sig = _replace_above(sig, 8.0 * rho_s * tau)
+    return sig, tau
 
 
 def _corr_inputs(features: dict[str, Tensor], thr: float, with_grad: bool, with_tau: bool):
@@ -234,10 +242,7 @@ def _corr_inputs(features: dict[str, Tensor], thr: float, with_grad: bool, with_
     sigma_ss = sigma_tot = tau_s = None
     if with_grad:
         g = features["grad"]
-        sigma_ss = (g * g).sum(1).clamp(min=thr ** (8.0 / 3.0))
-        if with_tau:
-            tau_s = features["kin"].clamp(min=TAU_THRESHOLD)
-            sigma_ss = _replace_above(sigma_ss, 8.0 * rho_s * tau_s)
+        sigma_ss, tau_s = _spin_sigma_tau(features, rho_s, thr, with_tau)
         s_ave = 0.5 * (sigma_ss[0] + sigma_ss[1])
         sigma_ab = (g[0] * g[1]).sum(0)
         sigma_ab = -_replace_above(-_replace_above(sigma_ab, s_ave), s_ave)
