@@ -24,7 +24,8 @@ from harness.molecules import (
     g2_closed_shell,
     split_of,
 )
-from harness.reference.compute import ReferenceRecord, compute_reference
+from harness.reference.compute import ReferenceComputeError, ReferenceRecord, compute_reference
+from harness.reference.di_targets import DISettings, di_targets_for_record
 from harness.reference.settings import REFERENCE_SET_NAME, REFERENCE_SET_VERSION, ReferenceSettings
 from harness.reference.store import (
     GEOMETRY_DIR,
@@ -39,11 +40,13 @@ from harness.reference.store import (
 
 @dataclass(frozen=True)
 class PlannedGeometry:
-    """A geometry to compute, with its split and extra subsets (``tiny``)."""
+    """A geometry to compute, with its split and extra subsets (``tiny``); ``di``: whether its
+    DI-Loss targets are computed too."""
 
     molecule: Molecule
     split: str
     subsets: tuple[str, ...] = ()
+    di: bool = False
 
     @property
     def key(self) -> str:
@@ -67,9 +70,13 @@ def plan_geometries(
     molecules: list[Molecule] | None = None,
     settings: ReferenceSettings = ReferenceSettings(),
     splits: set[str] | None = None,
+    di: bool = False,
 ) -> list[PlannedGeometry]:
     """Geometries of a build: equilibrium geometries of the selected splits, plus the
-    distorted conformers of train and val molecules. ``molecules=None`` means G2."""
+    distorted conformers of train and val molecules. ``molecules=None`` means G2.
+
+    ``di``: mark the train and val geometries of the selected splits for DI-Loss targets
+    (never test geometries, nor a geometry selected only as a member of ``tiny``)."""
     is_g2 = molecules is None
     mols = g2_closed_shell() if is_g2 else molecules
     out: list[PlannedGeometry] = []
@@ -79,14 +86,15 @@ def plan_geometries(
         selected = splits is None or split in splits or any(s in splits for s in subsets)
         if not selected:
             continue
-        out.append(PlannedGeometry(mol, split, subsets))
         wants_conformers = split in ("train", "val") and (splits is None or split in splits)
+        with_di = bool(di) and wants_conformers
+        out.append(PlannedGeometry(mol, split, subsets, with_di))
         if wants_conformers and settings.conformers > 0:
             for conf in distorted_conformers(
                 mol, settings.conformers, settings.conformer_seed,
                 settings.conformer_sigma_angstrom, settings.conformer_min_distance_ratio,
             ):
-                out.append(PlannedGeometry(conf, split, ()))
+                out.append(PlannedGeometry(conf, split, (), with_di))
     return out
 
 
@@ -99,7 +107,8 @@ def _entry_for(record: ReferenceRecord, planned: PlannedGeometry, path: Path, ro
     )
 
 
-def _header(settings: ReferenceSettings, name: str, entries: list[ManifestEntry]) -> dict:
+def _header(settings: ReferenceSettings, name: str, entries: list[ManifestEntry],
+            di_settings: DISettings | None = None) -> dict:
     import numpy
     import pyscf
 
@@ -109,7 +118,7 @@ def _header(settings: ReferenceSettings, name: str, entries: list[ManifestEntry]
             counts[e.split] = counts.get(e.split, 0) + 1
             for s in e.subsets:
                 counts[s] = counts.get(s, 0) + 1
-    return {
+    header = {
         "name": name,
         "version": REFERENCE_SET_VERSION,
         "protocol_version": harness.PROTOCOL_VERSION,
@@ -122,9 +131,13 @@ def _header(settings: ReferenceSettings, name: str, entries: list[ManifestEntry]
         "equilibrium_counts": dict(sorted(counts.items())),
         "n_geometries": len(entries),
     }
+    if di_settings is not None:  # only builds with DI targets carry this key
+        header["di_settings"] = di_settings.to_dict()
+    return header
 
 
-def _load_existing(root: Path, settings: ReferenceSettings) -> dict[str, ManifestEntry]:
+def _load_existing(root: Path, settings: ReferenceSettings,
+                   di_settings: DISettings | None = None) -> dict[str, ManifestEntry]:
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
         return {}
@@ -138,7 +151,33 @@ def _load_existing(root: Path, settings: ReferenceSettings) -> dict[str, Manifes
         raise ReferenceDataError(
             f"{manifest}: was built with different settings; use a new --out folder to build with these"
         )
+    old_di = data.get("di_settings")
+    if di_settings is not None and old_di is not None and DISettings.from_dict(old_di) != di_settings:
+        raise ReferenceDataError(
+            f"{manifest}: was built with different DI settings; use a new --out folder to build with these"
+        )
     return {e.key: e for e in entries}
+
+
+def _recorded_di_settings(root: Path) -> DISettings | None:
+    manifest = root / MANIFEST_NAME
+    if not manifest.is_file():
+        return None
+    data = yaml.safe_load(manifest.read_text()) or {}
+    old = data.get("di_settings")
+    return DISettings.from_dict(old) if old else None
+
+
+def _has_di(path: Path) -> bool:
+    import h5py
+
+    from harness.reference.store import DI_GROUP
+
+    try:
+        with h5py.File(path, "r") as f:
+            return DI_GROUP in f
+    except OSError:
+        return False
 
 
 def _init_worker(threads: int) -> None:
@@ -147,8 +186,19 @@ def _init_worker(threads: int) -> None:
     lib.num_threads(threads)
 
 
-def _compute(planned: PlannedGeometry, settings: ReferenceSettings) -> ReferenceRecord:
-    return compute_reference(planned.molecule, planned.split, settings)
+def _compute(planned: PlannedGeometry, settings: ReferenceSettings,
+             di_settings: DISettings | None = None) -> ReferenceRecord:
+    rec = compute_reference(planned.molecule, planned.split, settings)
+    if planned.di and di_settings is not None:
+        t0 = time.perf_counter()
+        rec.di = di_targets_for_record(rec, di_settings, settings)
+        if abs(rec.di.energy_Eh[0] - rec.energy_Eh) > 1e-7:
+            raise ReferenceComputeError(
+                f"{rec.key}: DI energy at the reference orbitals {rec.di.energy_Eh[0]!r} differs from the SCF "
+                f"energy {rec.energy_Eh!r}"
+            )
+        rec.wall_s += time.perf_counter() - t0
+    return rec
 
 
 def build_reference(
@@ -159,10 +209,13 @@ def build_reference(
     name: str = REFERENCE_SET_NAME,
     progress: bool = True,
     max_geometries: int | None = None,
+    di_settings: DISettings | None = None,
 ) -> BuildReport:
     """Compute every planned geometry not already present and verified in ``out``.
 
     ``max_geometries`` stops after that many new geometries (for tests and partial builds).
+    ``di_settings``: DI-Loss targets are computed for the planned geometries marked ``di``
+    with these settings (default `DISettings()` when any is marked); recorded in the manifest.
     """
     from tqdm.auto import tqdm
 
@@ -171,21 +224,27 @@ def build_reference(
     geo_dir = root / GEOMETRY_DIR
     geo_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root)
-    existing = _load_existing(root, settings)
+    if any(p.di for p in planned):
+        di_settings = di_settings or DISettings()
+    else:
+        di_settings = None
+    existing = _load_existing(root, settings, di_settings)
+    header_di = di_settings or _recorded_di_settings(root)  # a rerun without DI keeps the record
     report = BuildReport()
     entries: dict[str, ManifestEntry] = {}
     todo: list[PlannedGeometry] = []
     for p in planned:
         path = geo_dir / f"{p.key}.h5"
         old = existing.get(p.key)
-        if old is not None and path.is_file() and sha256_file(path) == old.sha256:
+        lacks_di = p.di and path.is_file() and not _has_di(path)  # wanted now, not there: recompute
+        if old is not None and not lacks_di and path.is_file() and sha256_file(path) == old.sha256:
             entries[p.key] = ManifestEntry(**{**old.to_dict(), "subsets": tuple(p.subsets)})
             report.skipped.append(p.key)
             continue
         if path.is_file():  # written, but the manifest update was lost: adopt if readable
             try:
                 rec = read_record(path)
-                if rec.key == p.key:
+                if rec.key == p.key and not lacks_di:
                     entries[p.key] = _entry_for(rec, p, path, root)
                     report.skipped.append(p.key)
                     continue
@@ -200,18 +259,18 @@ def build_reference(
         path = geo_dir / f"{p.key}.h5"
         write_record(rec, path)
         entries[p.key] = _entry_for(rec, p, path, root)
-        write_manifest(root, _header(settings, name, list(entries.values())), list(entries.values()))
+        write_manifest(root, _header(settings, name, list(entries.values()), header_di), list(entries.values()))
         report.computed.append(p.key)
         report.compute_s += rec.wall_s
 
-    write_manifest(root, _header(settings, name, list(entries.values())), list(entries.values()))
+    write_manifest(root, _header(settings, name, list(entries.values()), header_di), list(entries.values()))
     bar = tqdm(total=len(todo), desc="reference build", unit="geom", disable=not progress, smoothing=0.1)
     try:
         if workers <= 1:
             for p in todo:
                 bar.set_postfix_str(p.key)
                 try:
-                    commit(p, _compute(p, settings))
+                    commit(p, _compute(p, settings, di_settings))
                 except Exception as exc:  # one bad geometry must not stop the build
                     report.failed[p.key] = f"{type(exc).__name__}: {exc}"
                 bar.update()
@@ -219,7 +278,7 @@ def build_reference(
             threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = mp.get_context("spawn")
             with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as ex:
-                futures = {ex.submit(_compute, p, settings): p for p in todo}
+                futures = {ex.submit(_compute, p, settings, di_settings): p for p in todo}
                 try:
                     for fut in cf.as_completed(futures):
                         p = futures[fut]

@@ -43,6 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--workers", type=int, default=1, metavar="N",
                    help="molecules computed in parallel (default: %(default)s)")
     b.add_argument("--name", default=None, help="name recorded in the manifest (default: g2-b3lyp-svp, or the folder name of --molecules)")
+    b.add_argument("--di", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute the DI-Loss targets (PROTOCOL §4: energy, orbital gradient and Hessian-vector "
+                   "products at the reference and at perturbed orbitals) for train and val geometries; never "
+                   "for test geometries or ones built only as part of 'tiny' (default: on)")
+    b.add_argument("--di-samples", type=int, default=None, metavar="S",
+                   help="perturbed points per geometry besides the reference (default: 2)")
+    b.add_argument("--di-sigma", type=float, default=None, metavar="X",
+                   help="Frobenius norm of each perturbation kappa (default: 0.05)")
+    b.add_argument("--di-probes", type=int, default=None, metavar="P",
+                   help="random unit probes per point (default: 2)")
+    b.add_argument("--di-seed", type=int, default=None, metavar="N", help="base seed of the DI draws (default: 0)")
     b.add_argument("--max", type=int, default=None, metavar="M", help="stop after M new geometries")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=run_build)
@@ -80,13 +91,22 @@ def run_build(args) -> int:
     from harness.reference.settings import ReferenceSettings
     from harness.reference.store import ReferenceDataError
 
+    from harness.reference.di_targets import DISettings
+
     settings = ReferenceSettings(conformers=args.conformers)
+    d = DISettings()
+    di_settings = DISettings(
+        samples=d.samples if args.di_samples is None else args.di_samples,
+        sigma=d.sigma if args.di_sigma is None else args.di_sigma,
+        probes=d.probes if args.di_probes is None else args.di_probes,
+        seed=d.seed if args.di_seed is None else args.di_seed,
+    )
     try:
         molecules = read_xyz_folder(args.molecules) if args.molecules else None
-        planned = plan_geometries(molecules, settings, set(args.split) if args.split else None)
+        planned = plan_geometries(molecules, settings, set(args.split) if args.split else None, di=args.di)
         name = args.name or (args.molecules.resolve().name if args.molecules else "g2-b3lyp-svp")
         report = build_reference(args.out, planned, settings, workers=args.workers, name=name,
-                                 progress=not args.quiet, max_geometries=args.max)
+                                 progress=not args.quiet, max_geometries=args.max, di_settings=di_settings)
     except (MoleculeError, ReferenceDataError) as exc:
         raise HarnessError(str(exc)) from exc
     print(f"{args.out}: {len(report.computed)} computed, {len(report.skipped)} already present, "

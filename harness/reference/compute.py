@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harness.molecules import Molecule, to_pyscf
 from harness.reference.settings import ReferenceSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.reference.di_targets import DITargets
 
 
 class ReferenceComputeError(RuntimeError):
@@ -42,6 +46,7 @@ class ReferenceRecord:
     excitation_energies_eV: np.ndarray | None = None  # (nstates,)
     oscillator_strengths: np.ndarray | None = None  # (nstates,)
     wall_s: float = 0.0
+    di: DITargets | None = None  # DI-Loss targets (train/val geometries; harness.reference.di_targets)
 
     @property
     def molecule(self) -> Molecule:

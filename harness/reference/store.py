@@ -6,6 +6,13 @@ Layout of a reference folder::
     manifest.yaml
     geometries/<key>.h5
 
+A train/val geometry file may hold the DI-Loss targets (PROTOCOL §4) in an HDF5 group ``di``
+(datasets ``kappa`` (S, nvir, nocc), ``energy_Eh`` (S,), ``gradient`` (S, nvir, nocc),
+``probes`` (S, P, nvir, nocc), ``hvp`` (S, P, nvir, nocc); attributes: the `DISettings`
+fields, ``xc``, ``format_version`` and ``parametrisation``). It lives in the same file, so
+the file's sha256 in the manifest covers it. Files without the group read back with
+``record.di = None``.
+
 The bundled set's manifest is itself pinned by sha256 in `harness.reference.pins`.
 """
 
@@ -20,6 +27,7 @@ import yaml
 
 from harness.io import atomic_path, atomic_write_yaml, sha256_file
 from harness.reference.compute import ReferenceRecord
+from harness.reference.di_targets import DI_FORMAT_VERSION, DI_PARAMETRISATION, DISettings, DITargets
 from harness.reference.settings import ReferenceSettings
 
 FILE_FORMAT_VERSION = 1
@@ -34,6 +42,8 @@ _SCALARS = (
     "key", "name", "conformer", "split", "charge", "spin", "source", "nao",
     "energy_Eh", "scf_cycles_minao", "scf_converged", "wall_s",
 )
+DI_GROUP = "di"
+_DI_ARRAYS = ("kappa", "energy_Eh", "gradient", "probes", "hvp")
 
 
 class ReferenceDataError(RuntimeError):
@@ -56,6 +66,36 @@ def write_record(record: ReferenceRecord, path: str | Path) -> None:
                 v = np.asarray(v)
                 kw = dict(compression="gzip", compression_opts=9, shuffle=True) if v.size > 16 else {}
                 f.create_dataset(k, data=v, track_times=False, **kw)
+            if record.di is not None:
+                _write_di(f, record.di)
+
+
+def _write_di(f: h5py.File, di: DITargets) -> None:
+    di.check_shapes()
+    g = f.create_group(DI_GROUP, track_order=True)
+    g.attrs["format_version"] = DI_FORMAT_VERSION
+    g.attrs["parametrisation"] = DI_PARAMETRISATION
+    g.attrs["xc"] = str(di.xc)
+    for k, v in di.settings.to_dict().items():
+        g.attrs[k] = v
+    for k in _DI_ARRAYS:
+        v = np.asarray(getattr(di, k), dtype=np.float64)
+        kw = dict(compression="gzip", compression_opts=9, shuffle=True) if v.size > 16 else {}
+        g.create_dataset(k, data=v, track_times=False, **kw)
+
+
+def _read_di(f: h5py.File) -> DITargets | None:
+    if DI_GROUP not in f:
+        return None
+    g = f[DI_GROUP]
+    version = int(g.attrs["format_version"])
+    if version != DI_FORMAT_VERSION:
+        raise ValueError(f"DI group format version {version}, this harness reads {DI_FORMAT_VERSION}")
+    settings = DISettings.from_dict({k: g.attrs[k] for k in DISettings.__dataclass_fields__ if k in g.attrs})
+    arrays = {k: np.asarray(g[k][()], dtype=np.float64) for k in _DI_ARRAYS}
+    di = DITargets(**arrays, settings=settings, xc=str(g.attrs["xc"]))
+    di.check_shapes()
+    return di
 
 
 def read_record(path: str | Path) -> ReferenceRecord:
@@ -69,6 +109,7 @@ def read_record(path: str | Path) -> ReferenceRecord:
                 data[k] = f[k][()]
             for k in _OPTIONAL_ARRAYS:
                 data[k] = f[k][()] if k in f else None
+            data["di"] = _read_di(f)
     except (OSError, KeyError, ValueError) as exc:
         raise ReferenceDataError(f"{path}: unreadable reference file ({exc})") from exc
     for k in ("key", "name", "split", "source"):
@@ -78,6 +119,10 @@ def read_record(path: str | Path) -> ReferenceRecord:
     for k in ("energy_Eh", "wall_s"):
         data[k] = float(data[k])
     data["scf_converged"] = bool(data["scf_converged"])
+    di = data["di"]
+    if di is not None and (di.nocc + di.nvir != np.shape(data["mo_coeff"])[1]
+                           or di.nocc != int(np.count_nonzero(np.asarray(data["mo_occ"]) > 0))):
+        raise ReferenceDataError(f"{path}: DI targets of shape (nvir={di.nvir}, nocc={di.nocc}) do not fit the orbitals")
     return ReferenceRecord(**data)
 
 
