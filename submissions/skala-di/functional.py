@@ -1,0 +1,21 @@
+"""skala-di: `skala` trained with the DI (E+D + gradient/Hessian) loss by `harness train`
+(preset quick, seed 0). The architecture lives in harness.architectures; the harness
+loads weights.safetensors into it (sha256-pinned, strict)."""
+
+import torch
+
+from harness.architectures import architecture_sha256, build_architecture
+
+ARCH = "skala"
+PRESET = "quick"
+#: sha256 of the architecture's source when these weights were trained
+ARCH_SHA256 = "5816e77ff3e8f3c85f4274271ec9acfcf1d5b11c51900bea717e900266fab472"
+
+
+def make_functional():
+    now = architecture_sha256(ARCH)
+    if now != ARCH_SHA256:
+        raise RuntimeError(
+            f"harness.architectures.{ARCH} changed since this submission was trained "
+            f"(source sha256 {now[:12]}, trained with {ARCH_SHA256[:12]}); retrain it with harness train")
+    return build_architecture(ARCH, preset=PRESET, seed=0).to(torch.float64)

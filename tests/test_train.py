@@ -1,0 +1,137 @@
+"""`harness train`: smoke runs for every architecture and both losses on the bundled ``tiny``
+split (one train and one val molecule, one step, level-0 grid, one DI sample point), the
+written submission, resume after an interruption, and determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.reference.pins import BUNDLED_REFERENCE_DIR
+from harness.train import ARCH_CHOICES, TrainConfig, train
+
+#: cheap CI settings: HF to train, H2O to validate, coarse grid, 1 DI sample + the reference point
+CI = dict(reference=BUNDLED_REFERENCE_DIR, split_train="tiny", split_val="tiny", max_train=1, max_val=1,
+          grid_level=0, progress=False, plot=False, overrides={"di_samples": 1, "di_probes": 1, "eval_every": 1})
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """DI targets computed once for the module (HF, PySCF B3LYP)."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+def _cfg(out: Path, cache: Path, arch="xcdiff", loss="ed", steps=1, **kw) -> TrainConfig:
+    args = dict(CI)
+    args.update(kw)
+    return TrainConfig(arch=arch, loss=loss, out=out, steps=steps, cache=cache, **args)
+
+
+@pytest.mark.parametrize("loss", ["ed", "di"])
+@pytest.mark.parametrize("arch", ARCH_CHOICES)
+def test_smoke_every_architecture_and_loss(tmp_path, cache, arch, loss):
+    from harness.submission import load_functional, load_submission
+
+    out = tmp_path / f"{arch}-{loss}"
+    res = train(_cfg(out, cache, arch, loss))
+    assert res.steps_done == 1 and res.best_step in (0, 1)
+    sub = load_submission(out)  # complete, validated submission.yaml
+    assert sub.name == f"{arch}-{loss}" and sub.framework == "torch"
+    assert sub.training_data.saw_test_molecules is False
+    assert arch in sub.training_data.text and f"loss {loss}" in sub.training_data.text
+    fn = load_functional(out)  # imports functional.py, loads the pinned weights strictly
+    assert fn.submission.sha256
+    rows = (out / "training_log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,split,loss") and len(rows) >= 3  # header, val@0, train@1 (+ val@1)
+    log = [r.split(",") for r in rows[1:]]
+    assert {r[1] for r in log} == {"train", "val"}
+    if loss == "di":
+        assert any(r[5] not in ("", "0.0") for r in log if r[1] == "train")  # loss_gradient column
+
+
+def test_plot_written(tmp_path, cache):
+    out = tmp_path / "plot"
+    train(_cfg(out, cache, plot=True))
+    png = out / "training_curves.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
+    full = tmp_path / "full"
+    train(_cfg(full, cache, steps=2))
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(part, cache, steps=2, stop_after=1))
+    assert not (part / "submission.yaml").exists()
+    res = train(_cfg(part, cache, steps=2))
+    assert res.resumed_from == 1
+    a = load_file(str(full / "checkpoints" / "last.safetensors"))
+    b = load_file(str(part / "checkpoints" / "last.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-12)
+    rows_full = (full / "training_log.csv").read_text().splitlines()
+    rows_part = (part / "training_log.csv").read_text().splitlines()
+    assert len(rows_full) == len(rows_part)
+
+
+def test_same_seed_same_result_other_seed_differs(tmp_path, cache):
+    from harness.train import build_model
+
+    w = {}
+    for name in ("a", "b"):
+        out = tmp_path / name
+        train(_cfg(out, cache, arch="nagai", seed=3))
+        w[name] = load_file(str(out / "weights.safetensors"))
+    for k in w["a"]:
+        torch.testing.assert_close(w["a"][k], w["b"][k], rtol=1e-9, atol=1e-12)
+    s3, s4 = build_model("nagai", "quick", 3).state_dict(), build_model("nagai", "quick", 4).state_dict()
+    assert any(not torch.equal(s3[k], s4[k]) for k in s3)
+
+
+def test_rerun_of_other_configuration_is_refused(tmp_path, cache):
+    from harness.train import TrainError
+
+    out = tmp_path / "x"
+    train(_cfg(out, cache))
+    with pytest.raises(TrainError, match="different run"):
+        train(_cfg(out, cache, seed=1))
+
+
+def test_cli_registered():
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--arch", "skala", "--loss", "di", "--out", "x", "--steps", "3"])
+    assert args.arch == "skala" and args.loss == "di" and args.steps == 3 and args.preset == "quick"
+
+
+@pytest.mark.slow
+def test_trained_submission_evaluates(tmp_path, cache):
+    from harness.evaluate import evaluate
+
+    out = tmp_path / "xcdiff-ed"
+    train(_cfg(out, cache))
+    result = evaluate(out, split="tiny", out=tmp_path / "results", workers=1, progress=False, keys=["HF"])
+    assert result.rows[0]["status"] == "ok"
+
+
+def test_trained_submission_refuses_a_changed_architecture():
+    """functional.py pins the architecture source; a mismatch is a clear error, not a silent
+    strict-load failure or a silently different model."""
+    from harness.train import FUNCTIONAL_PY
+
+    src = FUNCTIONAL_PY.format(name="x", arch="nagai", preset="quick", seed=0, loss_long="E+D",
+                               arch_sha256="0" * 64)
+    ns: dict = {}
+    exec(compile(src, "functional.py", "exec"), ns)
+    with pytest.raises(RuntimeError, match="changed since this submission was trained"):
+        ns["make_functional"]()
+    from harness.architectures import architecture_sha256
+
+    ok = FUNCTIONAL_PY.format(name="x", arch="nagai", preset="quick", seed=0, loss_long="E+D",
+                              arch_sha256=architecture_sha256("nagai"))
+    ns = {}
+    exec(compile(ok, "functional.py", "exec"), ns)
+    assert ns["make_functional"]().arch == "nagai"
