@@ -13,6 +13,9 @@ COMMAND_MODULES = (
     "harness.reference.cli",
     "harness.scf_cli",
     "harness.evaluate_cli",
+    "harness.tddft_cli",
+    "harness.train_cli",
+    "harness.leaderboard_cli",
 )
 
 DESCRIPTION = """\

@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from harness.reference.settings import ReferenceSettings
 from harness.reference.store import ReferenceDataError, ReferenceSet
 from harness.results import (
     CSV_COLUMNS,
+    EXCITATION_STATES,
     STAGE_COLUMNS,
     STATUS_FAILED,
     STATUS_NOT_CONVERGED,
@@ -106,6 +108,22 @@ def empty_row(key: str) -> dict:
     return row
 
 
+def _excitation_columns(row: dict, model_eV, ref_eV) -> None:
+    """Per-state model and reference energies (eV) into the row's excitation columns."""
+    for who, values in (("model", model_eV), ("ref", ref_eV)):
+        if values is None:
+            continue
+        for k, v in enumerate(list(values)[:EXCITATION_STATES], start=1):
+            row[f"excitation_{who}_eV_{k}"] = float(v)
+
+
+def hook_name(hook) -> str | None:
+    """Stable name of an excitation stage (module.qualname), for the cache key and provenance."""
+    if hook is None:
+        return None
+    return f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', type(hook).__name__)}"
+
+
 def evaluate_molecule(
     functional,
     record: ReferenceRecord,
@@ -152,6 +170,7 @@ def evaluate_molecule(
                 t = time.perf_counter()
                 exc_eV = excitations(functional, setup, res, record)
                 row["excitations_wall_s"] = time.perf_counter() - t
+                _excitation_columns(row, exc_eV, record.excitation_energies_eV)
             dm = res.dm.detach().to(device="cpu", dtype=torch.float64).numpy()
         m = molecule_metrics(record, dm, res.energy_Eh, settings, excitations_model_eV=exc_eV)
         for f in _METRIC_FIELDS:
@@ -300,7 +319,7 @@ def evaluate(
 
     paths = ResultPaths.of(out, sub.name, split)
     paths.prepare()
-    ckey = cache_key(hashes["combined"], refset.manifest_sha256, device, dtype)
+    ckey = cache_key(hashes["combined"], refset.manifest_sha256, device, dtype, hook_name(excitations))
 
     rows: dict[str, dict] = {}
     cached: list[str] = []
@@ -387,6 +406,10 @@ def evaluate(
             "workers": workers,
             "model_scf": {"max_cycle": MAX_CYCLE, "conv_tol_energy_Eh": CONV_TOL_ENERGY,
                           "conv_tol_grad": CONV_TOL_GRAD},
+            "excitations": None if excitations is None else {
+                "stage": hook_name(excitations),
+                **getattr(sys.modules.get(getattr(excitations, "__module__", "")), "EXCITATION_METRIC_SETTINGS", {}),
+            },
         },
         "wall_s": {
             "total": time.perf_counter() - t_total,

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score a submission (SCF, metrics) against the B3LYP reference set",
         description="Run the harness SCF with a submitted functional on every molecule of a split "
         "and score it against the B3LYP/def2-SVP reference (docs/protocol.md): total-energy error, "
-        "E_rho, dipole, L2 density error, SCF-iteration reduction and robustness. Writes "
+        "E_rho, dipole, L2 density error, SCF-iteration reduction, robustness, and the excitation-energy MAE "
+        "from the harness's own TDDFT with the model's kernel (lowest 5 singlets, against TD-B3LYP). Writes "
         "OUT/<name>/<split>/per_molecule.csv and summary.json. Finished molecules are cached: "
         "after an interruption, rerun the same command and it continues where it stopped.",
     )
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--molecule", action="append", metavar="KEY",
                    help="evaluate only this molecule of the split (repeatable)")
     p.add_argument("--recompute", action="store_true", help="ignore cached per-molecule results")
+    p.add_argument("--no-excitations", action="store_true",
+                   help="skip metric 6 (the model's TDDFT excitation energies against TD-B3LYP); "
+                   "faster, and excitation_mae_eV stays empty")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table, only the file paths")
     p.set_defaults(func=run_evaluate)
 
@@ -54,12 +58,14 @@ def run_evaluate(args) -> int:
     from harness.reference.store import ReferenceDataError
     from harness.results import render_report
     from harness.submission import SubmissionError
+    from harness.tddft import excitations_hook
 
     try:
         result = evaluate(
             args.submission, split=args.split, reference=args.reference, out=args.out,
             device=args.device, workers=args.workers, progress=not args.quiet,
             keys=args.molecule, recompute=args.recompute,
+            excitations=None if args.no_excitations else excitations_hook,
         )
     except (SubmissionError, ReferenceDataError, EvaluationError) as exc:
         raise HarnessError(one_line(str(exc))) from exc

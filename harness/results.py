@@ -41,6 +41,11 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"  # the functional raised / returned NaN, inf, a bad shape; or any error
 STATUS_NOT_CONVERGED = "not_converged"  # the model's own SCF did not converge: no metrics
 
+#: Excitation energies per state (PROTOCOL §3 metric 6: the lowest 5 singlets, in order).
+EXCITATION_STATES = 5
+EXCITATION_COLUMNS: tuple[str, ...] = tuple(
+    f"excitation_{who}_eV_{k}" for who in ("model", "ref") for k in range(1, EXCITATION_STATES + 1))
+
 #: Columns of ``per_molecule.csv``, in order. Units are in the names (mEh, Eh, debye, eV, s);
 #: ``density_l2`` is in atomic units (electrons / bohr^(3/2)).
 CSV_COLUMNS: tuple[str, ...] = (
@@ -54,6 +59,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "dipole_error_debye",
     "density_l2",
     "excitation_mae_eV",
+    *EXCITATION_COLUMNS,
     "scf_iterations_model",
     "scf_converged_model",
     "scf_cycles_model_start",
@@ -109,9 +115,12 @@ class ResultPaths:
 # ------------------------------------------------------------------------------------------
 
 
-def cache_key(submission_combined_sha256: str, manifest_sha256: str, device: str, dtype: str) -> dict:
-    """What a cached row depends on. A row is reused only when all of it matches."""
+def cache_key(submission_combined_sha256: str, manifest_sha256: str, device: str, dtype: str,
+              excitations: str | None = None) -> dict:
+    """What a cached row depends on. A row is reused only when all of it matches.
+    ``excitations``: the name of the excitation stage (None: not run)."""
     return {
+        "excitations": excitations,
         "format": CACHE_FORMAT_VERSION,
         "protocol_version": harness.PROTOCOL_VERSION,
         "harness_version": harness.__version__,

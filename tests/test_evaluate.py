@@ -166,7 +166,7 @@ def test_killed_evaluation_resumes_with_identical_results(pbe_result, reference,
     out = tmp_path / "out"
     mol_dir = out / "pbe" / "tiny" / "molecules"
     cmd = [sys.executable, "-m", "harness.cli", "evaluate", str(PBE), "--split", "tiny",
-           "--reference", str(reference), "--out", str(out), "--quiet"]
+           "--reference", str(reference), "--out", str(out), "--quiet", "--no-excitations"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600
