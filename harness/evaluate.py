@@ -29,7 +29,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -408,7 +407,7 @@ def evaluate(
                           "conv_tol_grad": CONV_TOL_GRAD},
             "excitations": None if excitations is None else {
                 "stage": hook_name(excitations),
-                **getattr(sys.modules.get(getattr(excitations, "__module__", "")), "EXCITATION_METRIC_SETTINGS", {}),
+                **getattr(excitations, "settings", {}),
             },
         },
         "wall_s": {

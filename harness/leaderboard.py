@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import harness
 from harness.io import atomic_path
+from harness.results import csv_value
 
 #: Outputs of `publish`, inside the ``--out`` folder.
 README_NAME = "README.md"
@@ -549,16 +550,6 @@ def render_markdown(ranked: Mapping[str, Sequence[Entry]], refusals: Sequence[Re
 # ------------------------------------------------------------------------------------------
 
 
-def _csv_value(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
 def render_csv(ranked: Mapping[str, Sequence[Entry]]) -> str:
     """leaderboard.csv: `CSV_COLUMNS`, one line per ranked entry, full precision; empty = no value."""
     buf = io.StringIO()
@@ -576,7 +567,7 @@ def render_csv(ranked: Mapping[str, Sequence[Entry]]) -> str:
                 "n_molecules": e.n_molecules, "eval_wall_s": e.wall_s,
                 "submission_sha256": e.submission_sha256, "summary": e.summary_path,
             }
-            w.writerow([_csv_value(values[c]) for c in CSV_COLUMNS])
+            w.writerow([csv_value(values[c]) for c in CSV_COLUMNS])
     return buf.getvalue()
 
 

@@ -172,7 +172,8 @@ def read_molecule(paths: ResultPaths, key: str, cache: Mapping[str, Any]) -> dic
 # ------------------------------------------------------------------------------------------
 
 
-def _csv_value(v: Any) -> str:
+def csv_value(v: Any) -> str:
+    """One CSV cell: empty for None, true/false, floats in shortest round-trip form."""
     if v is None:
         return ""
     if isinstance(v, bool):
@@ -188,7 +189,7 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        w.writerow([_csv_value(r.get(c)) for c in CSV_COLUMNS])
+        w.writerow([csv_value(r.get(c)) for c in CSV_COLUMNS])
     atomic_write_text(path, buf.getvalue())
 
 

@@ -129,6 +129,11 @@ class XCKernel:
 LOCALITY_RTOL = 1e-9
 
 
+def _apply_point_kernel(f: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-point kernel f (nq, nq, G) applied to q (nq, n, G) → (nq, n, G)."""
+    return torch.einsum("ijg,jng->ing", f, q)
+
+
 class MOResponse:
     """XC response products C_vᵀ K_xc[δP(x)] C_o for trial amplitudes x (n, nvir, nocc)."""
 
@@ -272,7 +277,7 @@ class MOResponse:
         return self._features_to_q(hv, n)
 
     def local_kernel(self, q: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ijg,jng->ing", self.f, q)
+        return _apply_point_kernel(self.f, q)
 
     def _build_local_kernel(self, force: bool = False) -> None:
         G = self.setup.ngrid
@@ -289,7 +294,7 @@ class MOResponse:
         X = torch.randn(2, self.nvir, self.nocc, generator=gen, dtype=dt).to(dev)
         q = self.density_response(X)
         exact = self.potential_response(self.exact_kernel(q))
-        approx = self.potential_response(torch.einsum("ijg,jng->ing", f, q))
+        approx = self.potential_response(_apply_point_kernel(f, q))
         err = float(torch.linalg.norm(exact - approx) / torch.linalg.norm(exact).clamp(min=1e-300))
         self.local_error = err
         if force or err <= LOCALITY_RTOL:
@@ -525,6 +530,10 @@ def excitations_hook(functional, setup: MoleculeSetup, scf_result, record) -> li
                          f"{EXCITATION_METRIC_SETTINGS['max_cycle']} iterations "
                          f"(residual tolerance {EXCITATION_METRIC_SETTINGS['conv_tol']:g})")
     return [float(e) for e in r.excitation_energies_eV.cpu()]
+
+
+#: recorded in summary.json provenance by `harness.evaluate`
+excitations_hook.settings = EXCITATION_METRIC_SETTINGS
 
 
 __all__ = ["EXCITATION_METRIC_SETTINGS", "HARTREE_EV", "MOResponse", "TDDFTError", "TDDFTResult", "XCKernel",
