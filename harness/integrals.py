@@ -6,8 +6,9 @@ PySCF level-3 integration grid, AO values and first derivatives on that grid, th
 initial guess and the static features (atoms, grid). Nothing after this stage calls PySCF
 except the optional exact-J re-evaluation (`exact_coulomb_energy`).
 
-AO values are stored per grid block, each block a contiguous ``(ncomp, Gb, nb)`` tensor
-(``ncomp`` = 4: value, ∂x, ∂y, ∂z; or 1 for LDA-only setups) restricted to the ``nb`` AOs
+AO values are stored per grid block, each block a contiguous, point-major ``(Gb, ncomp, nb)``
+tensor (``ncomp`` = 4: value, ∂x, ∂y, ∂z; or 1 for LDA-only setups; one point's components
+lie together, so per-point contractions are batched matmuls) restricted to the ``nb`` AOs
 that are non-zero somewhere on the block (PySCF's own shell screening, ``make_mask``,
 cutoff 1e-15 — the same screening PySCF applies in its numerical integration).
 """
@@ -28,7 +29,7 @@ DEFAULT_BLOCK_SIZE = 56 * 20
 class AOBlock:
     """AO values on grid points ``start:stop``.
 
-    ``ao`` has shape (ncomp, stop-start, nb), contiguous; ``idx`` lists the nb AOs kept
+    ``ao`` has shape (stop-start, ncomp, nb), contiguous (point-major); ``idx`` lists the nb AOs kept
     (``None`` when all AOs are kept, so no gather/scatter is needed).
     """
 
@@ -157,6 +158,43 @@ def _as_pyscf(mol, basis: str):
     return mol, name, None
 
 
+def group_grid_points(pmol, coords: np.ndarray) -> np.ndarray:
+    """The permutation PySCF's ``gen_grid.arg_group_grids`` returns (points grouped into
+    boxes of ``GROUP_BOX_SIZE`` bohr, boxes in lexicographic (x, y, z) order, original order
+    inside a box), computed from one integer key and a stable argsort instead of
+    ``numpy.unique(axis=0)`` — identical output, about 0.6 s faster for benzene's 143k points.
+    """
+    from pyscf.dft import gen_grid
+
+    atom_coords = pmol.atom_coords()
+    lo = atom_coords.min(axis=0) - gen_grid.GROUP_BOUNDARY_PENALTY
+    hi = atom_coords.max(axis=0) + gen_grid.GROUP_BOUNDARY_PENALTY
+    boxes = ((hi - lo) * (1.0 / gen_grid.GROUP_BOX_SIZE)).round().astype(int)
+    box = (hi - lo) / boxes
+    ids = np.floor((coords - lo) * (1.0 / box)).astype(np.int64)
+    ids = np.clip(ids, -1, boxes)  # PySCF: below -1 → -1, above boxes → boxes
+    ids += 1  # 0 .. boxes + 1
+    span = (boxes + 2).astype(np.int64)
+    key = (ids[:, 0] * span[1] + ids[:, 1]) * span[2] + ids[:, 2]
+    return np.argsort(key, kind="stable")
+
+
+def build_grid(pmol, level: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """PySCF's DFT grid of ``level`` (Treutler radial, Lebedev angular, NWChem pruning,
+    Becke partition, points grouped into boxes), as ``(coords (G, 3) bohr, weights (G,))``;
+    the same points, weights and order as ``pyscf.dft.gen_grid.Grids(mol).build()`` without
+    its zero-weight alignment padding. Only the grouping step is ours (`group_grid_points`).
+    """
+    from pyscf import dft
+
+    grids = dft.gen_grid.Grids(pmol)
+    grids.level = level
+    tab = grids.gen_atomic_grids(pmol, grids.atom_grid, grids.radi_method, grids.level, grids.prune)
+    coords, weights = grids.get_partition(pmol, tab, grids.radii_adjust, grids.atomic_radii, grids.becke_scheme)
+    order = group_grid_points(pmol, coords)
+    return np.ascontiguousarray(coords[order]), np.ascontiguousarray(weights[order])
+
+
 def build_setup(
     mol,
     basis: str = "def2-svp",
@@ -206,10 +244,7 @@ def build_setup(
     timings["cderi_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    grids = dft.gen_grid.Grids(pmol)
-    grids.level = grid_level
-    grids.build(with_non0tab=False)
-    coords, weights = grids.coords, grids.weights
+    coords, weights = build_grid(pmol, grid_level)
     if drop_zero_weights:
         keep = weights != 0
         coords, weights = np.ascontiguousarray(coords[keep]), np.ascontiguousarray(weights[keep])
@@ -235,16 +270,17 @@ def build_setup(
             ao_on = shells_on[shell_of_ao]
             if not ao_on.all():
                 idx = np.nonzero(ao_on)[0]
+        if idx is not None and idx.size == 0:
+            continue
         ao = dft.numint.eval_ao(pmol, coords[p0:p1], deriv=ao_deriv, non0tab=sub_mask)
-        if ao_deriv == 0:
-            ao = ao[None]
-        if idx is not None:
-            ao = ao[:, :, idx]
-            if idx.size == 0:
-                continue
-        blocks.append(
-            AOBlock(p0, p1, T(ao), None if idx is None else torch.as_tensor(idx, dtype=torch.long, device=device))
-        )
+        # PySCF's layout is (ncomp, Gb, nao), each component AO-major in memory; one gather
+        # (kept AOs) and transpose to the point-major (Gb, ncomp, nb) block
+        aot = torch.from_numpy(ao if ao_deriv else ao[None]).permute(1, 0, 2)
+        idx_t = None if idx is None else torch.as_tensor(idx, dtype=torch.long)
+        if idx_t is not None:
+            aot = aot.index_select(2, idx_t)
+        blocks.append(AOBlock(p0, p1, aot.to(dtype=dtype).contiguous().to(device),
+                              None if idx_t is None else idx_t.to(device)))
     timings["ao_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -168,10 +168,10 @@ class MOResponse:
         psi_v = torch.empty(G, nc, self.nvir, device=dev, dtype=dt)
         C = torch.cat([Co, Cv], dim=1)
         for blk in setup.ao_blocks:
-            ao = blk.ao[:nc]
-            _, Gb, nb = ao.shape
+            ao = blk.ao[:, :nc]
+            Gb, _, nb = ao.shape
             Cb = C if blk.idx is None else C.index_select(0, blk.idx)
-            psi = (ao.reshape(nc * Gb, nb) @ Cb).view(nc, Gb, -1).transpose(0, 1)
+            psi = (ao.reshape(Gb * nc, nb) @ Cb).view(Gb, nc, -1)
             psi_o[blk.start:blk.stop] = psi[..., :self.nocc]
             psi_v[blk.start:blk.stop] = psi[..., self.nocc:]
         self.psi_oT = psi_o.transpose(1, 2).contiguous()  # (G, nocc, nc)

@@ -28,7 +28,7 @@ def test_setup_shapes(h2o):
     assert s.atomic_numbers.dtype == torch.int64 and s.atomic_numbers.tolist() == [8, 1, 1]
     # the blocks tile the grid
     assert s.ao_blocks[0].start == 0 and s.ao_blocks[-1].stop == s.ngrid
-    assert all(b.ao.is_contiguous() and b.ao.shape[0] == 4 for b in s.ao_blocks)
+    assert all(b.ao.is_contiguous() and b.ao.shape[1] == 4 for b in s.ao_blocks)  # (Gb, ncomp, nb)
     # minao guess carries the electrons
     assert abs(float((s.dm_guess * s.S).sum()) - 10.0) < 0.05  # minao: roughly N electrons
     assert s.timings["setup_s"] > 0
@@ -95,3 +95,54 @@ def test_orbital_path_matches_density_path(h2o):
     b = build_features(s, None, C_occ=C)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["H2O", "CH3CH2OH"])
+def test_build_grid_is_pyscfs_grid(name):
+    """Our grid (faster grouping step) is PySCF's level-3 grid, bit for bit and in order."""
+    from pyscf import dft
+
+    from harness.integrals import build_grid, group_grid_points
+    from harness.molecules import to_pyscf
+
+    pmol = to_pyscf(g2_molecule(name))
+    ref = dft.gen_grid.Grids(pmol)
+    ref.level = 3
+    ref.build(with_non0tab=False)
+    coords, weights = build_grid(pmol, 3)
+    n = coords.shape[0]
+    assert n > 10_000
+    # PySCF only appends zero-weight alignment padding after our points
+    assert np.array_equal(coords, ref.coords[:n]) and np.array_equal(weights, ref.weights[:n])
+    assert not ref.weights[n:].any()
+    # the grouping permutation itself, on shuffled points
+    pts = np.random.default_rng(0).permutation(coords)
+    np.testing.assert_array_equal(group_grid_points(pmol, pts), dft.gen_grid.arg_group_grids(pmol, pts))
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("block_size", [56 * 20, 56 * 3])
+def test_contract_coefficients_matches_dense_sum(B, block_size):
+    """V_b = Σ_g φ(½a φ + b·∇φ + ½c ∇φ·∇φ)ᵀ + transpose, against one dense numpy sum over the
+    grid (odd point counts exercise the unpaired tail; B = 1 the single-matrix path)."""
+    from pyscf import dft
+
+    from harness.features import contract_coefficients
+
+    s = build_setup(g2_molecule("H2O"), block_size=block_size)
+    ao = dft.numint.eval_ao(s.mol, s.grid_coords.numpy(), deriv=1)  # (4, G, nao)
+    g = torch.Generator().manual_seed(7)
+    a = torch.randn(B, s.ngrid, generator=g, dtype=torch.float64)
+    b = torch.randn(B, 3, s.ngrid, generator=g, dtype=torch.float64)
+    c = torch.randn(B, s.ngrid, generator=g, dtype=torch.float64)
+    for with_b, with_c in ((False, False), (True, False), (True, True)):
+        V = contract_coefficients(s, a, b if with_b else None, c if with_c else None)
+        for k in range(B):
+            W = 0.5 * a[k].numpy()[:, None] * ao[0]
+            if with_b:
+                W = W + np.einsum("xg,xgn->gn", b[k].numpy(), ao[1:])
+            M = ao[0].T @ W
+            if with_c:
+                M = M + 0.5 * np.einsum("g,xgm,xgn->mn", c[k].numpy(), ao[1:], ao[1:])
+            ref = M + M.T
+            np.testing.assert_allclose(V[k].numpy(), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
