@@ -108,7 +108,7 @@ def main(argv=None) -> int:
                 eng.exc_vxc(res.dm)
                 ts_p.append(time.perf_counter() - t)
             dense = n_mm * 2 * setup.ngrid * setup.nao**2
-            actual_frac = sum(b.ao.shape[0] * b.ao.shape[2] ** 2 for b in setup.ao_blocks) / (setup.ngrid * setup.nao**2)
+            actual_frac = sum(b.ao.shape[2] * b.ao.shape[1] ** 2 for b in setup.ao_blocks) / (setup.ngrid * setup.nao**2)
             xc[type(fn).__name__] = {
                 "xc_build_s": dt, "xc_build_generalP_s": statistics.median(ts_p),
                 "gflops_dense_count": dense / dt / 1e9,

@@ -41,16 +41,6 @@ def _flatten_batch(P: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return P.reshape((-1,) + tuple(P.shape[-2:])), lead
 
 
-def _block_matrix(P: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-    """(B, nao, nao) → (nb, B*nb): the block's sub-matrices side by side."""
-    if idx is not None:
-        P = P.index_select(1, idx).index_select(2, idx)
-    B, nb, _ = P.shape
-    if B == 1:
-        return P[0]
-    return P.transpose(0, 1).reshape(nb, B * nb)
-
-
 def _totals(rho, grad, tau) -> dict[str, torch.Tensor]:
     """The totals dict of the features that were built (grad/tau None when not asked for)."""
     out = {"rho": rho}
@@ -66,46 +56,72 @@ def _needs(names) -> tuple[bool, bool]:
     return ("grad" in names), ("kin" in names)
 
 
+class _Workspace:
+    """Reusable per-sweep scratch tensors: every block's temporaries are views of a few
+    buffers sized for the largest block, so the sweep does not fault in fresh pages per block
+    (on CPU that costs as much as the arithmetic for the larger temporaries)."""
+
+    def __init__(self, device, dtype):
+        self.device, self.dtype = device, dtype
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        n = 1
+        for d in shape:
+            n *= d
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, device=self.device, dtype=self.dtype)
+            self._bufs[key] = buf
+        return buf[:n].view(shape)
+
+
 @torch.no_grad()
 def orbital_features(setup: MoleculeSetup, C_occ: torch.Tensor, names=DENSITY_FEATURE_NAMES) -> dict[str, torch.Tensor]:
     """Total-density features of P = 2 C_occ C_occᵀ from the occupied orbitals (nao, nocc).
 
-    Same result as `total_features` (batch axis of 1) but cheaper when nocc < nao: one
-    matmul ψ_c = ∂_cφ C_occ per block (c = value, ∂x, ∂y, ∂z) and one batched product of
-    the small per-point (ncomp, nocc) arrays: S_cd = Σ_i ψ_ci ψ_di, then
-    ρ = 2 S_00, ∇_kρ = 4 S_0k, τ = Σ_k S_kk.
+    Same result as `total_features` (batch axis of 1). Per block one matmul gives the
+    orbitals and their gradients, ψ_ci(g) = Σ_n C_ni ∂_cφ_n(g) (c = value, ∂x, ∂y, ∂z), as
+    Cᵀ·φ_c so that the short nocc axis is the matmul's row count; then
+    ρ = 2 Σ_i ψ_0i², ∇_kρ = 4 Σ_i ψ_0i ψ_ki, τ = Σ_k Σ_i ψ_ki².
     """
     want_grad, want_tau = _needs(names)
     if (want_grad or want_tau) and setup.ao_deriv < 1:
         raise ValueError(f"{setup.name}: the setup holds no AO derivatives (built for LDA only)")
     dev, dt = setup.device, setup.dtype
-    C = C_occ.to(device=dev, dtype=dt)
+    Ct = C_occ.to(device=dev, dtype=dt).T.contiguous()  # (nocc, nao)
+    nocc = Ct.shape[0]
     G = setup.ngrid
     nc = 4 if (want_grad or want_tau) else 1
-    # S[g, c, d]: d = 0 only unless τ is wanted
-    nd = nc if want_tau else 1
-    S = torch.empty(G, nc, nd, device=dev, dtype=dt)
+    ws = _Workspace(dev, dt)
+    S = torch.empty(nc, G, device=dev, dtype=dt)  # S[c, g] = Σ_i ψ_0i ψ_ci: ρ/2 and ∇ρ/4
+    tau = torch.empty(G, device=dev, dtype=dt) if want_tau else None
     for blk in setup.ao_blocks:
-        ao = blk.ao
-        Gb, _, nb = ao.shape
-        Cb = C if blk.idx is None else C.index_select(0, blk.idx)
-        if nc == 4:
-            psi = (ao.view(Gb * 4, nb) @ Cb).view(Gb, 4, -1)
-        else:
-            psi = (ao[:, 0, :] @ Cb).unsqueeze(1)
-        rhs = psi.transpose(1, 2) if want_tau else psi[:, 0, :].unsqueeze(-1)
-        torch.bmm(psi, rhs, out=S[blk.start:blk.stop])
-    rho = (2.0 * S[:, 0, 0]).unsqueeze(0)
-    grad = (4.0 * S[:, 1:, 0].T).unsqueeze(0) if want_grad else None
-    tau = S[:, 1:, 1:].diagonal(dim1=1, dim2=2).sum(-1).unsqueeze(0) if want_tau else None
-    return _totals(rho, grad, tau)
+        ao = blk.ao[:nc]  # (nc, nb, Gb)
+        _, nb, Gb = ao.shape
+        sl = slice(blk.start, blk.stop)
+        Cb = Ct if blk.idx is None else Ct.index_select(1, blk.idx)
+        psi = torch.matmul(Cb, ao, out=ws.get("psi", (nc, nocc, Gb)))
+        prod = torch.mul(psi, psi[0], out=ws.get("prod", (nc, nocc, Gb)))
+        torch.sum(prod, dim=1, out=S[:, sl])
+        if want_tau:
+            d = psi[1:]
+            torch.sum(torch.mul(d, d, out=prod[1:]), dim=(0, 1), out=tau[sl])
+    rho = (2.0 * S[0]).unsqueeze(0)
+    grad = (4.0 * S[1:]).unsqueeze(0) if want_grad else None
+    return _totals(rho, grad, tau.unsqueeze(0) if want_tau else None)
 
 
 @torch.no_grad()
 def total_features(setup: MoleculeSetup, P: torch.Tensor, names=DENSITY_FEATURE_NAMES) -> dict[str, torch.Tensor]:
     """Total-density features (ρ, ∇ρ, τ) of P: ``rho`` (B, G), ``grad_rho`` (B, 3, G),
     ``tau`` (B, G) with B the flattened batch (1 for a single matrix). Only those needed by
-    ``names`` (``density`` is always built)."""
+    ``names`` (``density`` is always built).
+
+    Per block: one matmul X_b = P_b φ (all B matrices stacked), then products with
+    (φ, ∂xφ, ∂yφ, ∂zφ) summed over the AOs, vectorised along the grid; τ needs
+    Z_k = P ∂_kφ too (three more matmuls).
+    """
     Pf, _ = _flatten_batch(P)
     Pf = 0.5 * (Pf + Pf.transpose(-1, -2))
     want_grad, want_tau = _needs(names)
@@ -115,26 +131,27 @@ def total_features(setup: MoleculeSetup, P: torch.Tensor, names=DENSITY_FEATURE_
     G = setup.ngrid
     dev, dt = setup.device, setup.dtype
     Pf = Pf.to(device=dev, dtype=dt)
+    ws = _Workspace(dev, dt)
     nc = 4 if want_grad else 1
-    # s[g, c, b] = Σ_n ∂_cφ_n X_bn with X_b = φ P_b: c = 0 gives ρ, c = k gives ½∇_kρ
-    s = torch.empty(G, nc, B, device=dev, dtype=dt)
+    # s[c, b, g] = Σ_n ∂_cφ_n X_bn: c = 0 gives ρ, c = k gives ½∇_kρ
+    s = torch.empty(nc, B, G, device=dev, dtype=dt)
     tau = torch.zeros(B, G, device=dev, dtype=dt) if want_tau else None
     for blk in setup.ao_blocks:
-        ao = blk.ao  # (Gb, c, nb)
-        Gb, c, nb = ao.shape
-        Pb = _block_matrix(Pf, blk.idx)  # (nb, B*nb)
+        ao = blk.ao  # (ncomp, nb, Gb)
+        _, nb, Gb = ao.shape
         sl = slice(blk.start, blk.stop)
+        Pb = Pf if blk.idx is None else Pf.index_select(1, blk.idx).index_select(2, blk.idx)
+        Pb = Pb.reshape(B * nb, nb)
+        X = torch.mm(Pb, ao[0], out=ws.get("X", (B * nb, Gb))).view(B, nb, Gb)
+        prod = ws.get("prod", (B, nb, Gb))
+        for c in range(nc):
+            torch.sum(torch.mul(X, ao[c], out=prod), dim=1, out=s[c, :, sl])
         if want_tau:
-            XX = (ao.view(Gb * c, nb) @ Pb).view(Gb, c, B, nb)
-            X = XX[:, 0]
-        else:
-            X = (ao[:, 0, :] @ Pb).view(Gb, B, nb)
-        torch.bmm(ao[:, :nc, :], X.transpose(1, 2), out=s[sl])
-        if want_tau:
-            t = (ao[:, 1:].unsqueeze(2) * XX[:, 1:]).sum(-1).sum(1)  # (Gb, B)
-            tau[:, sl] = 0.5 * t.T
-    rho = s[:, 0, :].T
-    grad = 2.0 * s[:, 1:, :].permute(2, 1, 0) if want_grad else None
+            for k in range(1, 4):
+                Z = torch.mm(Pb, ao[k], out=ws.get("X", (B * nb, Gb))).view(B, nb, Gb)
+                tau[:, sl] += 0.5 * torch.mul(Z, ao[k], out=prod).sum(1)
+    rho = s[0]
+    grad = 2.0 * s[1:].transpose(0, 1) if want_grad else None
     return _totals(rho, grad, tau)
 
 
@@ -191,31 +208,12 @@ def feature_coefficients(setup: MoleculeSetup, dE: dict[str, torch.Tensor]) -> t
     return a, b, c, lead
 
 
-def _pair_points(coef: torch.Tensor) -> torch.Tensor:
-    """(G, B, 4) per-point coefficients → (G//2, 2B, 8): for each pair of consecutive points
-    the block-diagonal matrix diag(coef_g, coef_g+1) (zeros elsewhere; a trailing odd point is
-    dropped, callers fall back to the per-point product there).
-
-    Why: for a (B × 4)·(4 × nb) product per point, torch's CPU ``bmm`` takes an unblocked
-    loop (≈3× slower than streaming the AO data); pairing points doubles the per-item size,
-    which selects the BLAS batched path. The extra zeros cost nothing measurable.
-    """
-    G, B, n4 = coef.shape
-    h = G // 2
-    out = coef.new_zeros(h, 2, B, 2, n4)
-    c = coef[: 2 * h].view(h, 2, B, n4)
-    out[:, 0, :, 0] = c[:, 0]
-    out[:, 1, :, 1] = c[:, 1]
-    return out.view(h, 2 * B, 2 * n4)
-
-
 @torch.no_grad()
 def contract_coefficients(setup: MoleculeSetup, a, b=None, c=None) -> torch.Tensor:
     """V (B, nao, nao) from per-point coefficients a (B, G), b (B, 3, G), c (B, G) (see module doc).
 
-    Per block: W = ½a φ + Σ_k b_k ∂_kφ as one batched (1 × 4)·(4 × nb) product per point,
-    then one matmul φᵀ W (and, with c, the ∂_kφᵀ (½c ∂_kφ) terms in the same matmul);
-    V = M + Mᵀ.
+    Per block: W_b = ½a_b φ + Σ_k b_bk ∂_kφ (products along the grid), one matmul
+    M = φ [W_1 … W_B]ᵀ, and with c three more, ∂_kφ [½c_b ∂_kφ]ᵀ; V = M + Mᵀ.
     """
     ref = a if a is not None else (b if b is not None else c)
     B = ref.shape[0]
@@ -224,35 +222,30 @@ def contract_coefficients(setup: MoleculeSetup, a, b=None, c=None) -> torch.Tens
     nao = setup.nao
     dev, dt = setup.device, setup.dtype
     G = setup.ngrid
-    # per-point coefficients of (φ, ∂xφ, ∂yφ, ∂zφ) in W: (G, B, ncoef)
+    # per-point coefficients of (φ, ∂xφ, ∂yφ, ∂zφ) in W: (ncoef, B, G)
     ncoef = 4 if b is not None else 1
-    coef = torch.zeros(G, B, ncoef, device=dev, dtype=dt)
+    coef = torch.zeros(ncoef, B, G, device=dev, dtype=dt)
     if a is not None:
-        coef[:, :, 0] = 0.5 * a.to(dev, dt).T
+        coef[0] = 0.5 * a.to(dev, dt)
     if b is not None:
-        coef[:, :, 1:] = b.to(dev, dt).permute(2, 0, 1)
-        coef2 = _pair_points(coef)
-    cT = None if c is None else (0.5 * c).to(dev, dt).T.contiguous()  # (G, B)
+        coef[1:] = b.to(dev, dt).transpose(0, 1)
+    half_c = None if c is None else (0.5 * c).to(dev, dt)  # (B, G)
     V = torch.zeros(B, nao, nao, device=dev, dtype=dt)
     Vflat = V.view(B, nao * nao)
+    ws = _Workspace(dev, dt)
     for blk in setup.ao_blocks:
-        ao = blk.ao  # (Gb, nc, nb)
-        Gb, nc, nb = ao.shape
+        ao = blk.ao  # (ncomp, nb, Gb)
+        _, nb, Gb = ao.shape
         sl = slice(blk.start, blk.stop)
-        if ncoef == 4 and Gb % 2 == 0 and blk.start % 2 == 0:
-            # two points per batched product: (2B × 8)·(8 × nb), block-diagonal left factor
-            W0 = torch.bmm(coef2[blk.start // 2:blk.stop // 2], ao.view(Gb // 2, 8, nb)).view(Gb, B, nb)
-        elif ncoef == 4:
-            W0 = torch.bmm(coef[sl], ao)  # (Gb, B, nb)
-        else:
-            W0 = coef[sl] * ao[:, 0, :].unsqueeze(1)
-        if cT is not None:
-            W = torch.empty(Gb, 4, B, nb, device=dev, dtype=dt)
-            W[:, 0] = W0
-            torch.mul(cT[sl].view(Gb, 1, B, 1), ao[:, 1:].unsqueeze(2), out=W[:, 1:])  # ½c ∂_kφ
-            M = ao.view(Gb * nc, nb).T @ W.view(Gb * 4, B * nb)  # (nb, B*nb)
-        else:
-            M = ao[:, 0, :].T @ W0.view(Gb, B * nb)
+        W = ws.get("W", (B, nb, Gb))
+        torch.mul(ao[0], coef[0, :, sl].unsqueeze(1), out=W)
+        for k in range(1, ncoef):
+            W.addcmul_(ao[k], coef[k, :, sl].unsqueeze(1))
+        M = torch.mm(ao[0], W.view(B * nb, Gb).T, out=ws.get("M", (nb, B * nb)))
+        if half_c is not None:
+            for k in range(1, 4):
+                Y = torch.mul(ao[k], half_c[:, sl].unsqueeze(1), out=W)  # ½c ∂_kφ
+                M.addmm_(ao[k], Y.view(B * nb, Gb).T)
         if B == 1:
             if blk.idx is None:
                 V[0] += M

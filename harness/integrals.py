@@ -6,9 +6,11 @@ PySCF level-3 integration grid, AO values and first derivatives on that grid, th
 initial guess and the static features (atoms, grid). Nothing after this stage calls PySCF
 except the optional exact-J re-evaluation (`exact_coulomb_energy`).
 
-AO values are stored per grid block, each block a contiguous, point-major ``(Gb, ncomp, nb)``
-tensor (``ncomp`` = 4: value, ∂x, ∂y, ∂z; or 1 for LDA-only setups; one point's components
-lie together, so per-point contractions are batched matmuls) restricted to the ``nb`` AOs
+AO values are stored per grid block, each block a contiguous, AO-major ``(ncomp, nb, Gb)``
+tensor (``ncomp`` = 4: value, ∂x, ∂y, ∂z; or 1 for LDA-only setups; the grid axis is the
+fastest, so per-point products are vectorised along the grid and the block matmuls have the
+short orbital axis as their row count; it is also the memory order PySCF's ``eval_ao``
+writes, so no transposition is needed) restricted to the ``nb`` AOs
 that are non-zero somewhere on the block (PySCF's own shell screening, ``make_mask``,
 cutoff 1e-15 — the same screening PySCF applies in its numerical integration).
 """
@@ -29,7 +31,7 @@ DEFAULT_BLOCK_SIZE = 56 * 20
 class AOBlock:
     """AO values on grid points ``start:stop``.
 
-    ``ao`` has shape (stop-start, ncomp, nb), contiguous (point-major); ``idx`` lists the nb AOs kept
+    ``ao`` has shape (ncomp, nb, stop-start), contiguous (AO-major); ``idx`` lists the nb AOs kept
     (``None`` when all AOs are kept, so no gather/scatter is needed).
     """
 
@@ -260,6 +262,8 @@ def build_setup(
     shell_of_ao = np.repeat(np.arange(pmol.nbas), np.diff(ao_loc))
     blocks: list[AOBlock] = []
     G = coords.shape[0]
+    ncomp = 4 if ao_deriv else 1
+    scratch = np.empty(ncomp * block_size * nao)  # PySCF writes each block here
     for p0 in range(0, G, block_size):
         p1 = min(G, p0 + block_size)
         sub_mask = None
@@ -272,14 +276,14 @@ def build_setup(
                 idx = np.nonzero(ao_on)[0]
         if idx is not None and idx.size == 0:
             continue
-        ao = dft.numint.eval_ao(pmol, coords[p0:p1], deriv=ao_deriv, non0tab=sub_mask)
-        # PySCF's layout is (ncomp, Gb, nao), each component AO-major in memory; one gather
-        # (kept AOs) and transpose to the point-major (Gb, ncomp, nb) block
-        aot = torch.from_numpy(ao if ao_deriv else ao[None]).permute(1, 0, 2)
+        ao = dft.numint.eval_ao(pmol, coords[p0:p1], deriv=ao_deriv, non0tab=sub_mask,
+                                out=scratch[:ncomp * (p1 - p0) * nao])
+        # (ncomp, Gb, nao), a transposed view of PySCF's (ncomp, nao, Gb) memory: back to that
+        # order, keeping the non-zero AOs (row copies)
+        aot = torch.from_numpy(ao.reshape(ncomp, p1 - p0, nao)).transpose(1, 2)
         idx_t = None if idx is None else torch.as_tensor(idx, dtype=torch.long)
-        if idx_t is not None:
-            aot = aot.index_select(2, idx_t)
-        blocks.append(AOBlock(p0, p1, aot.to(dtype=dtype).contiguous().to(device),
+        aot = aot.clone(memory_format=torch.contiguous_format) if idx_t is None else aot.index_select(1, idx_t)
+        blocks.append(AOBlock(p0, p1, aot.to(device=device, dtype=dtype).contiguous(),
                               None if idx_t is None else idx_t.to(device)))
     timings["ao_s"] = time.perf_counter() - t
 

@@ -166,12 +166,11 @@ class MOResponse:
         dev, dt = setup.device, setup.dtype
         psi_o = torch.empty(G, nc, self.nocc, device=dev, dtype=dt)
         psi_v = torch.empty(G, nc, self.nvir, device=dev, dtype=dt)
-        C = torch.cat([Co, Cv], dim=1)
+        Ct = torch.cat([Co, Cv], dim=1).T.contiguous()  # (nmo, nao)
         for blk in setup.ao_blocks:
-            ao = blk.ao[:, :nc]
-            Gb, _, nb = ao.shape
-            Cb = C if blk.idx is None else C.index_select(0, blk.idx)
-            psi = (ao.reshape(Gb * nc, nb) @ Cb).view(Gb, nc, -1)
+            ao = blk.ao[:nc]  # (nc, nb, Gb)
+            Cb = Ct if blk.idx is None else Ct.index_select(1, blk.idx)
+            psi = torch.matmul(Cb, ao).permute(2, 0, 1)  # (Gb, nc, nmo)
             psi_o[blk.start:blk.stop] = psi[..., :self.nocc]
             psi_v[blk.start:blk.stop] = psi[..., self.nocc:]
         self.psi_oT = psi_o.transpose(1, 2).contiguous()  # (G, nocc, nc)

@@ -28,7 +28,8 @@ def test_setup_shapes(h2o):
     assert s.atomic_numbers.dtype == torch.int64 and s.atomic_numbers.tolist() == [8, 1, 1]
     # the blocks tile the grid
     assert s.ao_blocks[0].start == 0 and s.ao_blocks[-1].stop == s.ngrid
-    assert all(b.ao.is_contiguous() and b.ao.shape[1] == 4 for b in s.ao_blocks)  # (Gb, ncomp, nb)
+    assert all(b.ao.is_contiguous() and b.ao.shape[0] == 4 and b.ao.shape[2] == b.stop - b.start
+               for b in s.ao_blocks)  # (ncomp, nb, Gb)
     # minao guess carries the electrons
     assert abs(float((s.dm_guess * s.S).sum()) - 10.0) < 0.05  # minao: roughly N electrons
     assert s.timings["setup_s"] > 0
