@@ -197,6 +197,14 @@ def build_grid(pmol, level: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(coords[order]), np.ascontiguousarray(weights[order])
 
 
+def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
+    """Sorted indices → runs of consecutive values as (first, last + 1, position in idx)."""
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [idx.size]])
+    return [(int(idx[a]), int(idx[a]) + int(b - a), int(a)) for a, b in zip(starts, ends)]
+
+
 def build_setup(
     mol,
     basis: str = "def2-svp",
@@ -279,12 +287,16 @@ def build_setup(
         ao = dft.numint.eval_ao(pmol, coords[p0:p1], deriv=ao_deriv, non0tab=sub_mask,
                                 out=scratch[:ncomp * (p1 - p0) * nao])
         # (ncomp, Gb, nao), a transposed view of PySCF's (ncomp, nao, Gb) memory: back to that
-        # order, keeping the non-zero AOs (row copies)
-        aot = torch.from_numpy(ao.reshape(ncomp, p1 - p0, nao)).transpose(1, 2)
-        idx_t = None if idx is None else torch.as_tensor(idx, dtype=torch.long)
-        aot = aot.clone(memory_format=torch.contiguous_format) if idx_t is None else aot.index_select(1, idx_t)
+        # order, keeping the non-zero AOs (whole shells, so a few runs of consecutive rows)
+        raw = torch.from_numpy(ao.reshape(ncomp, p1 - p0, nao)).transpose(1, 2)
+        if idx is None:
+            aot = raw.clone(memory_format=torch.contiguous_format)
+        else:
+            aot = torch.empty(ncomp, idx.size, p1 - p0, dtype=raw.dtype)
+            for lo, hi, at in _runs(idx):
+                aot[:, at:at + hi - lo] = raw[:, lo:hi]
         blocks.append(AOBlock(p0, p1, aot.to(device=device, dtype=dtype).contiguous(),
-                              None if idx_t is None else idx_t.to(device)))
+                              None if idx is None else torch.as_tensor(idx, dtype=torch.long, device=device)))
     timings["ao_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

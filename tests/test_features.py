@@ -147,3 +147,10 @@ def test_contract_coefficients_matches_dense_sum(B, block_size):
                 M = M + 0.5 * np.einsum("g,xgm,xgn->mn", c[k].numpy(), ao[1:], ao[1:])
             ref = M + M.T
             np.testing.assert_allclose(V[k].numpy(), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+
+
+def test_runs_of_kept_aos():
+    from harness.integrals import _runs
+
+    assert _runs(np.array([0, 1, 2, 5, 6, 9])) == [(0, 3, 0), (5, 7, 3), (9, 10, 5)]
+    assert _runs(np.array([4])) == [(4, 5, 0)]
