@@ -125,7 +125,8 @@ def test_build_grid_is_pyscfs_grid(name):
 @pytest.mark.parametrize("block_size", [56 * 20, 56 * 3])
 def test_contract_coefficients_matches_dense_sum(B, block_size):
     """V_b = Σ_g φ(½a φ + b·∇φ + ½c ∇φ·∇φ)ᵀ + transpose, against one dense numpy sum over the
-    grid (odd point counts exercise the unpaired tail; B = 1 the single-matrix path)."""
+    grid (two block sizes: different screened AO sets per block; B = 1 the single-matrix
+    path, B = 3 the stacked one)."""
     from pyscf import dft
 
     from harness.features import contract_coefficients
