@@ -49,7 +49,7 @@ import torch
 
 from harness.features import build_features, contract_features
 from harness.integrals import MoleculeSetup, exact_coulomb_matrix
-from harness.xc import XCEngine
+from harness.xc import XCEngine, default_batched, hessian_vector_products
 
 __all__ = [
     "rotate", "generator", "delta_density", "second_order_density", "density",
@@ -186,11 +186,9 @@ def _xc_terms(functional, setup: MoleculeSetup, C: torch.Tensor, nocc: int, prob
     feats = engine.features_of(P0, C_occ=C[:, :nocc])
     names = list(feats.keys())
     leaves = [feats[k].detach().requires_grad_(True) for k in names]
-    call = dict(zip(names, leaves))
-    call.update(engine.static_features())
     zero_ov = C.new_zeros(C.shape[1] - nocc, nocc)
     with torch.enable_grad():
-        exc = engine._call(call)
+        exc = engine.energy(dict(zip(names, leaves)))
         if not leaves or not exc.requires_grad:
             e = exc if create_graph else exc.detach()
             return e, zero_ov, zero_ov.expand(n, -1, -1).clone()
@@ -199,23 +197,13 @@ def _xc_terms(functional, setup: MoleculeSetup, C: torch.Tensor, nocc: int, prob
         bad = [k for k, d in dE.items() if not bool(torch.isfinite(d.detach()).all())]
         if bad:
             raise engine._fail(f"the derivative of E_xc with respect to {bad} is not finite")
-        # second derivatives along the features of every probe's δP
+        # second derivatives along the features of every probe's δP (the engine's batching policy)
         active = [j for j, d in enumerate(d1) if d is not None and d.requires_grad]
         hd = None
         if active and n:
             dfeat = engine.features_of(delta_density(C, nocc, probes))
-            outs = [d1[j] for j in active]
-            gouts = [dfeat[names[j]] for j in active]
-            if n > 1:
-                try:
-                    hd = torch.autograd.grad(outs, leaves, grad_outputs=gouts, retain_graph=True,
-                                             create_graph=create_graph, allow_unused=True, is_grads_batched=True)
-                except Exception:
-                    hd = None
-            if hd is None:
-                per = [torch.autograd.grad(outs, leaves, grad_outputs=[g[k] for g in gouts], retain_graph=True,
-                                           create_graph=create_graph, allow_unused=True) for k in range(n)]
-                hd = [None if per[0][j] is None else torch.stack([p[j] for p in per]) for j in range(len(leaves))]
+            hd, _ = hessian_vector_products([d1[j] for j in active], leaves, [dfeat[names[j]] for j in active], n,
+                                            default_batched(functional, setup), create_graph=create_graph)
     V = _contract(setup, dE, create_graph)
     g = _project(C, nocc, V)
     hv = _fock_part(C, nocc, V, probes)

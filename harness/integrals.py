@@ -77,6 +77,10 @@ class MoleculeSetup:
     device: torch.device
     dtype: torch.dtype
     timings: dict[str, float] = field(default_factory=dict)
+    # Skala's atom-packed layout (only with ``atom_layout=True``; see `harness.contract`):
+    atom_order: torch.Tensor | None = None  # (G,) internal point index of each per-atom position
+    atomic_grid_sizes: torch.Tensor | None = None  # (natm,) int64
+    atomic_grid_weights: torch.Tensor | None = None  # (G,) raw atomic weights, per-atom order
 
     @property
     def ngrid(self) -> int:
@@ -90,14 +94,28 @@ class MoleculeSetup:
     def setup_s(self) -> float:
         return float(self.timings.get("setup_s", 0.0))
 
+    @property
+    def has_atom_layout(self) -> bool:
+        return self.atom_order is not None
+
     def static_features(self) -> dict[str, torch.Tensor]:
-        """The density-independent features of the contract."""
-        return {
+        """The density-independent features of the contract, per-point ones in the internal
+        (block) order; with the atom layout also Skala's four atom-packed features, whose
+        ``atomic_grid_weights`` is already in per-atom order (`harness.xc` permutes the rest)."""
+        out = {
             "grid_coords": self.grid_coords,
             "grid_weights": self.grid_weights,
             "atomic_coords": self.atomic_coords,
             "atomic_numbers": self.atomic_numbers,
         }
+        if self.has_atom_layout:
+            sizes = self.atomic_grid_sizes
+            out["atomic_grid_weights"] = self.atomic_grid_weights
+            out["atomic_grid_sizes"] = sizes
+            out["atomic_grid_size_bound_shape"] = torch.zeros(int(sizes.max()), 0, dtype=torch.long,
+                                                              device=self.device)
+            out["coarse_0_atomic_coords"] = self.atomic_coords
+        return out
 
     def to(self, device=None, dtype=None) -> "MoleculeSetup":
         """A copy on another device and/or floating dtype (int tensors keep their dtype)."""
@@ -121,6 +139,9 @@ class MoleculeSetup:
             dm_guess=f(self.dm_guess), atomic_coords=f(self.atomic_coords),
             atomic_numbers=self.atomic_numbers.to(device), device=device, dtype=dtype,
             timings=dict(self.timings),
+            atom_order=None if self.atom_order is None else self.atom_order.to(device),
+            atomic_grid_sizes=None if self.atomic_grid_sizes is None else self.atomic_grid_sizes.to(device),
+            atomic_grid_weights=None if self.atomic_grid_weights is None else f(self.atomic_grid_weights),
         )
 
     # -- Coulomb -------------------------------------------------------------------------
@@ -181,11 +202,32 @@ def group_grid_points(pmol, coords: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def build_grid(pmol, level: int = 3) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class AtomGridLayout:
+    """Skala's atom-packed view of a grid (`harness.contract.ATOM_LAYOUT_FEATURES`).
+
+    ``order[i]`` is the per-atom position of internal point ``i`` (the grouping permutation);
+    ``sizes`` (natm,) the points per atom; ``atomic_weights`` (G,) the raw atomic quadrature
+    weights in per-atom order."""
+
+    order: np.ndarray
+    sizes: np.ndarray
+    atomic_weights: np.ndarray
+
+    def inverse(self) -> np.ndarray:
+        """Internal index of each per-atom position: ``f_atom = f_internal[..., inverse]``."""
+        inv = np.empty_like(self.order)
+        inv[self.order] = np.arange(self.order.size, dtype=self.order.dtype)
+        return inv
+
+
+def build_grid(pmol, level: int = 3, return_layout: bool = False):
     """PySCF's DFT grid of ``level`` (Treutler radial, Lebedev angular, NWChem pruning,
     Becke partition, points grouped into boxes), as ``(coords (G, 3) bohr, weights (G,))``;
     the same points, weights and order as ``pyscf.dft.gen_grid.Grids(mol).build()`` without
     its zero-weight alignment padding. Only the grouping step is ours (`group_grid_points`).
+    With ``return_layout`` also the `AtomGridLayout` (the per-atom order Skala's
+    ``SkalaGrids`` keeps: PySCF's partition before grouping).
     """
     from pyscf import dft
 
@@ -194,7 +236,15 @@ def build_grid(pmol, level: int = 3) -> tuple[np.ndarray, np.ndarray]:
     tab = grids.gen_atomic_grids(pmol, grids.atom_grid, grids.radi_method, grids.level, grids.prune)
     coords, weights = grids.get_partition(pmol, tab, grids.radii_adjust, grids.atomic_radii, grids.becke_scheme)
     order = group_grid_points(pmol, coords)
-    return np.ascontiguousarray(coords[order]), np.ascontiguousarray(weights[order])
+    out = np.ascontiguousarray(coords[order]), np.ascontiguousarray(weights[order])
+    if not return_layout:
+        return out
+    symbols = [pmol.atom_symbol(i) for i in range(pmol.natm)]
+    sizes = np.array([len(tab[s][1]) for s in symbols], dtype=np.int64)
+    raw = np.concatenate([tab[s][1] for s in symbols])
+    if int(sizes.sum()) != coords.shape[0]:  # pragma: no cover - PySCF changed its partition
+        raise RuntimeError(f"atomic grid sizes sum to {int(sizes.sum())}, the grid has {coords.shape[0]} points")
+    return out + (AtomGridLayout(order=order.astype(np.int64), sizes=sizes, atomic_weights=raw),)
 
 
 def _runs(idx: np.ndarray) -> list[tuple[int, int, int]]:
@@ -218,6 +268,7 @@ def build_setup(
     screen: bool = True,
     drop_zero_weights: bool = True,
     name: str | None = None,
+    atom_layout: bool = False,
 ) -> MoleculeSetup:
     """Build the `MoleculeSetup` of a `harness.molecules.Molecule` or a built PySCF ``Mole``.
 
@@ -225,7 +276,9 @@ def build_setup(
     features); with both False only AO values are stored. ``drop_zero_weights`` removes the
     grid points of exactly zero weight (PySCF's alignment padding and Becke-partition
     zeros) — they contribute nothing to any integral. ``screen`` keeps per block only the
-    AOs PySCF's shell mask marks non-zero there.
+    AOs PySCF's shell mask marks non-zero there. ``atom_layout``: also keep Skala's atom-packed
+    view (`AtomGridLayout`) for functionals that ask for it; every point is then kept (zero
+    weights included, as in Skala's grid), whatever ``drop_zero_weights`` says.
     """
     from pyscf import df, dft, scf
 
@@ -254,8 +307,12 @@ def build_setup(
     timings["cderi_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    coords, weights = build_grid(pmol, grid_level)
-    if drop_zero_weights:
+    layout = None
+    if atom_layout:
+        coords, weights, layout = build_grid(pmol, grid_level, return_layout=True)
+    else:
+        coords, weights = build_grid(pmol, grid_level)
+    if drop_zero_weights and layout is None:
         keep = weights != 0
         coords, weights = np.ascontiguousarray(coords[keep]), np.ascontiguousarray(weights[keep])
     timings["grid_s"] = time.perf_counter() - t
@@ -313,6 +370,10 @@ def build_setup(
         atomic_numbers=torch.as_tensor(np.asarray(pmol.atom_charges(), dtype=np.int64), device=device),
         device=device, dtype=dtype, timings=timings,
     )
+    if layout is not None:
+        setup.atom_order = torch.as_tensor(layout.inverse(), dtype=torch.long, device=device)
+        setup.atomic_grid_sizes = torch.as_tensor(layout.sizes, dtype=torch.long, device=device)
+        setup.atomic_grid_weights = T(layout.atomic_weights)
     timings["setup_s"] = time.perf_counter() - t_all
     return setup
 

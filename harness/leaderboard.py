@@ -52,6 +52,8 @@ SUMMARY_NAME = "summary.json"
 MISSING = "\u2014"  # em dash
 #: Marks a submission whose training data declared ``saw_test_molecules: true``.
 DAGGER = "\u2020"
+#: Marks a submission that declared ``saw_test_molecules: unknown``.
+DOUBLE_DAGGER = "\u2021"
 
 #: Order of split sections; any other split follows alphabetically.
 SPLIT_ORDER = ("test", "val", "train", "tiny")
@@ -77,7 +79,7 @@ class Entry:
     version: str
     framework: str
     split: str
-    saw_test_molecules: bool
+    saw_test_molecules: bool | None  # None: declared unknown
     energy_mae_mEh: float | None
     e_rho_mean_mEh: float | None
     dipole_mae_debye: float | None
@@ -394,7 +396,7 @@ def validate_summary(
         version=sub.version,
         framework=sub.framework,
         split=split,
-        saw_test_molecules=bool(sub.training_data.saw_test_molecules),
+        saw_test_molecules=sub.training_data.saw_test_molecules,
         energy_mae_mEh=data["energy_mae_mEh"],
         e_rho_mean_mEh=data["e_rho_mean_mEh"],
         dipole_mae_debye=data["dipole_mae_debye"],
@@ -473,7 +475,20 @@ def format_value(value: Any, spec: str) -> str:
 
 
 def _display_name(e: Entry) -> str:
+    if e.saw_test_molecules is None:
+        return f"{e.submission} {DOUBLE_DAGGER}"
     return f"{e.submission} {DAGGER}" if e.saw_test_molecules else e.submission
+
+
+def _contamination_notes(rows) -> list[str]:
+    """Footnotes for the † (saw test molecules) and ‡ (unknown) marks present in ``rows``."""
+    notes = []
+    if any(e.saw_test_molecules is True for e in rows):
+        notes.append(f"{DAGGER} training data saw test-split molecules (declared in submission.yaml).")
+    if any(e.saw_test_molecules is None for e in rows):
+        notes.append(f"{DOUBLE_DAGGER} whether the training data contains test-split molecules is unknown "
+                     "(declared in submission.yaml).")
+    return notes
 
 
 def _cell(e: Entry, col: Column) -> str:
@@ -496,7 +511,7 @@ def _legend_lines(reference: ReferenceInfo) -> list[str]:
         "independent of caching and --workers.",
         f"{MISSING}: no value (e.g. excitation MAE before the TDDFT stage). {DAGGER}: the submission "
         "declares that its training data saw test-split molecules (submission.yaml "
-        "training_data.saw_test_molecules: true).",
+        f"training_data.saw_test_molecules: true); {DOUBLE_DAGGER}: it declares that this is unknown.",
         "Stale or refused results never enter the ranking: they were scored under another protocol "
         "or reference set, their submission files changed since, or the summary is incomplete.",
     ]
@@ -531,8 +546,8 @@ def render_markdown(ranked: Mapping[str, Sequence[Entry]], refusals: Sequence[Re
         out.append("| " + " | ".join("---:" if c.numeric else ":---" for c in TABLE_COLUMNS) + " |")
         for e in rows:
             out.append("| " + " | ".join(_md_escape(_cell(e, c)) for c in TABLE_COLUMNS) + " |")
-        if any(e.saw_test_molecules for e in rows):
-            out += ["", f"{DAGGER} training data saw test-split molecules (declared in submission.yaml)."]
+        for note in _contamination_notes(rows):
+            out += ["", note]
         out.append("")
     out += ["## Stale or refused", ""]
     if refusals:
@@ -559,7 +574,8 @@ def render_csv(ranked: Mapping[str, Sequence[Entry]]) -> str:
         for e in rows:
             values = {
                 "split": split, "rank": e.rank, "submission": e.submission, "version": e.version,
-                "framework": e.framework, "saw_test_molecules": e.saw_test_molecules,
+                "framework": e.framework,
+                "saw_test_molecules": "unknown" if e.saw_test_molecules is None else e.saw_test_molecules,
                 "energy_mae_mEh": e.energy_mae_mEh, "e_rho_mean_mEh": e.e_rho_mean_mEh,
                 "dipole_mae_debye": e.dipole_mae_debye, "density_l2_mean": e.density_l2_mean,
                 "scf_iter_reduction_mean": e.scf_iter_reduction_mean,
@@ -822,9 +838,8 @@ def render_html(ranked: Mapping[str, Sequence[Entry]], refusals: Sequence[Refusa
         out.append(f'<section id="split-{_t(split)}">')
         out.append(f'<h2>Split <code>{_t(split)}</code> ({n} molecules)</h2>')
         out.append(_html_table(split, rows))
-        if any(e.saw_test_molecules for e in rows):
-            out.append(f'<p class="foot">{DAGGER} training data saw test-split molecules '
-                       '(declared in submission.yaml).</p>')
+        for note in _contamination_notes(rows):
+            out.append(f'<p class="foot">{_t(note)}</p>')
         labels = [_display_name(e) for e in rows]
         colors = [_PALETTE[i % len(_PALETTE)] for i in range(len(rows))]
         out.append(f'<h3>Metrics, split {_t(split)}</h3>')

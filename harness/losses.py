@@ -244,7 +244,7 @@ class OrbitalHessian:
         self.Co, self.Cv = C[:, :nocc], C[:, nocc:]
         self.nocc, self.nvir = nocc, C.shape[1] - nocc
         P0 = 2.0 * self.Co @ self.Co.T
-        self.kernel = XCKernel(functional, setup, P0, batched=setup.device.type != "cpu")
+        self.kernel = XCKernel(functional, setup, P0)  # the shared engine's batching policy
         self.mo_xc = MOResponse(self.kernel, setup, self.Co, self.Cv)
         self.de = eps[nocc:, None] - eps[None, :nocc]  # (nvir, nocc)
         self.products = 0
@@ -318,11 +318,9 @@ def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_W
     engine = XCEngine(functional, setup)
     feats = engine.features_of(P, C_occ=Co)
     leaves = {n: f.detach().requires_grad_(True) for n, f in feats.items()}
-    call = dict(leaves)
-    call.update(engine.static_features())
     need_graph = backward and scf.converged
     with torch.enable_grad():
-        exc = engine._call(call)
+        exc = engine.energy(leaves)
         dE_df = torch.autograd.grad(exc, list(leaves.values()), create_graph=need_graph, allow_unused=True)
     dE = {n: g for n, g in zip(leaves, dE_df) if g is not None}
     Vxc = engine.contract({n: g.detach() for n, g in dE.items()}) if dE else torch.zeros_like(P)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.contract import FunctionalError
+from harness.contract import FunctionalError, feature_name, uses_atom_layout
 from harness.integrals import MoleculeSetup, build_setup, exact_coulomb_matrix
 from harness.xc import XCEngine, declared_features
 
@@ -82,9 +82,12 @@ class SCFResult:
 
 
 def needs_of(functional) -> dict:
-    """Which AO data a functional needs: ``need_grad``/``need_tau`` for `build_setup`."""
-    names = declared_features(functional)
-    return {"need_grad": "grad" in names or "kin" in names, "need_tau": "kin" in names}
+    """What `build_setup` must provide for a functional: AO derivatives (``need_grad``,
+    ``need_tau``) and Skala's atom-packed layout (``atom_layout``)."""
+    declared = declared_features(functional)
+    names = [feature_name(n) for n in declared]
+    return {"need_grad": "grad" in names or "kin" in names, "need_tau": "kin" in names,
+            "atom_layout": uses_atom_layout(declared)}
 
 
 def orthogonalizer(S: torch.Tensor, lindep_tol: float = 1e-8) -> torch.Tensor:

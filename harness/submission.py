@@ -21,7 +21,7 @@ A submission is a folder::
     paper: "Perdew, Burke & Ernzerhof, PRL 77, 3865 (1996)"  # required: citation, DOI or "unpublished"
     training_data:                 # required
       text: "what the model was trained on"
-      saw_test_molecules: false    # required boolean: did training see benchmark molecules?
+      saw_test_molecules: false    # required: true | false | unknown — did training see benchmark molecules?
     features: [density, grad]      # optional, jax only (a torch module declares its own)
 
 The factory is called with no arguments and must return
@@ -79,10 +79,16 @@ class SubmissionError(ValueError):
     """A submission folder is malformed or its functional could not be built."""
 
 
+#: the YAML value declaring that nobody knows whether training saw benchmark molecules
+UNKNOWN = "unknown"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
     text: str
-    saw_test_molecules: bool
+    #: True / False, or None when the submitter declares ``unknown`` (e.g. a third party's
+    #: model whose training set was not checked against the benchmark)
+    saw_test_molecules: bool | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,9 +209,12 @@ def load_submission(folder: str | Path) -> Submission:
         raise _field_error(path, "training_data", f"unknown key(s) {td_unknown}; allowed: text, saw_test_molecules")
     if not isinstance(td.get("text"), str) or not td["text"].strip():
         raise _field_error(path, "training_data.text", "must be a non-empty string")
-    if not isinstance(td.get("saw_test_molecules"), bool):
-        raise _field_error(path, "training_data.saw_test_molecules", "must be true or false")
-    training = TrainingData(text=td["text"].strip(), saw_test_molecules=td["saw_test_molecules"])
+    saw = td.get("saw_test_molecules")
+    if isinstance(saw, str) and saw.strip().lower() == UNKNOWN:
+        saw = None
+    elif not isinstance(saw, bool):
+        raise _field_error(path, "training_data.saw_test_molecules", f"must be true, false or {UNKNOWN}")
+    training = TrainingData(text=td["text"].strip(), saw_test_molecules=saw)
 
     weights = sha = None
     if data.get("weights") is not None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from harness.integrals import MoleculeSetup
-from harness.xc import XCEngine
+from harness.xc import XCHessian
 
 HARTREE_EV = 27.211386245988  # CODATA 2018, same value as pyscf.data.nist.HARTREE2EV
 
@@ -52,56 +52,8 @@ class TDDFTResult:
     timings: dict = field(default_factory=dict)
 
 
-class XCKernel:
-    """Hessian-vector products of E_xc at a fixed ground-state density P0."""
-
-    def __init__(self, functional, setup: MoleculeSetup, P0: torch.Tensor, batched: bool = True):
-        self.engine = XCEngine(functional, setup)
-        self.batched = batched
-        feats = self.engine.features_of(P0)
-        self.names = list(feats.keys())
-        self.leaves = [feats[n].detach().clone().requires_grad_(True) for n in self.names]
-        call = dict(zip(self.names, self.leaves))
-        call.update(self.engine.static_features())
-        with torch.enable_grad():
-            e = self.engine._call(call)
-            if self.leaves and e.requires_grad:
-                grads = torch.autograd.grad(e, self.leaves, create_graph=True, allow_unused=True)
-            else:
-                grads = [None] * len(self.leaves)
-        # a feature E_xc does not depend on (or only linearly) has no second derivative
-        self.active = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
-        self.grads = [grads[j] for j in self.active]
-        self.hvp_s = 0.0
-
-    def _hvp(self, dfeats: list[torch.Tensor], batched: bool) -> list[torch.Tensor | None]:
-        return list(torch.autograd.grad(self.grads, self.leaves, grad_outputs=dfeats, retain_graph=True,
-                                        allow_unused=True, is_grads_batched=batched))
-
-    def apply(self, dP: torch.Tensor) -> torch.Tensor:
-        """K_xc[dP] for dP (n, nao, nao) → (n, nao, nao)."""
-        n = dP.shape[0]
-        if not self.grads:
-            return torch.zeros_like(dP)
-        t0 = time.perf_counter()
-        df = self.engine.features_of(dP)  # each (n, ...)
-        douts = [df[self.names[j]] for j in self.active]  # pairs with self.grads
-        out = None
-        with torch.enable_grad():
-            if self.batched and n > 1:
-                try:
-                    out = self._hvp(douts, True)
-                except Exception:
-                    self.batched = False  # functional not vmap-able: loop from now on
-            if out is None:
-                per = [self._hvp([d[k] for d in douts], False) for k in range(n)]
-                out = [None if per[0][j] is None else torch.stack([p[j] for p in per])
-                       for j in range(len(self.leaves))]
-        dE = {nm: o.detach() for nm, o in zip(self.names, out) if o is not None}
-        self.hvp_s += time.perf_counter() - t0
-        if not dE:
-            return torch.zeros_like(dP)
-        return self.engine.contract(dE)
+#: The XC kernel at a ground state: the shared engine's Hessian-vector products.
+XCKernel = XCHessian
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,11 +220,7 @@ class MOResponse:
     def exact_kernel(self, q: torch.Tensor) -> torch.Tensor:
         """∂E/∂q of the kernel applied to q (nq, n, G) by Hessian-vector products."""
         n = q.shape[1]
-        tangents = self._q_to_features(q)
-        with torch.enable_grad():
-            per = [self.kernel._hvp([t[k] for t in tangents], False) for k in range(n)]
-        hv = [None if per[0][j] is None else torch.stack([p[j].detach() for p in per])
-              for j in range(len(self.kernel.names))]
+        hv = self.kernel.hvp(self._q_to_features(q))
         return self._features_to_q(hv, n)
 
     def local_kernel(self, q: torch.Tensor) -> torch.Tensor:
@@ -407,8 +355,8 @@ def tddft(functional, scf_result, setup: MoleculeSetup, nstates: int = 5, tda: b
 
     ``functional`` must be the one of ``scf_result`` and have no exact exchange.
     ``conv_tol``: Davidson residual norm (on the Hermitian problem; ω² units for RPA).
-    ``batched``: Hessian-vector products through ``is_grads_batched`` (vmap) or a Python loop;
-    None (default) = loop on CPU (measured ~20% faster there for H2O), vmap on other devices.
+    ``batched``: Hessian-vector products of a Davidson iteration in one batched pass or a loop;
+    None (default) = the shared engine's policy (`harness.xc.default_batched`).
     ``xc_response``: "mo" (default) builds the XC response in the occupied–virtual pair basis
     with a per-point kernel when the functional is point-local (`MOResponse`); "ao" uses the
     AO-basis feature build and one Hessian-vector product per trial vector (`XCKernel.apply`).
@@ -426,9 +374,7 @@ def tddft(functional, scf_result, setup: MoleculeSetup, nstates: int = 5, tda: b
     nvir = Cv.shape[1]
     P0 = 2.0 * Co @ Co.T
     t0 = time.perf_counter()
-    if batched is None:
-        batched = setup.device.type != "cpu"
-    kernel = XCKernel(functional, setup, P0, batched=batched)
+    kernel = XCHessian(functional, setup, P0, batched=batched)
     if xc_response not in ("mo", "ao"):
         raise ValueError(f"xc_response must be 'mo' or 'ao', got {xc_response!r}")
     mo_xc = MOResponse(kernel, setup, Co, Cv) if xc_response == "mo" else None
@@ -496,7 +442,7 @@ def tddft(functional, scf_result, setup: MoleculeSetup, nstates: int = 5, tda: b
         iterations=iters, excitation_energies_Eh=omega, xpy=xpy.reshape(-1, nvir, nocc), tda=tda,
         wall_s=time.perf_counter() - t_all,
         timings={"kernel_setup_s": t_kernel, "hvp_s": kernel.hvp_s, "products": counter["products"],
-                 "hvp_batched": kernel.batched, "xc_response": xc_response, "guess_retry": retried,
+                 "hvp_batched": kernel.batched, "hvp_calls": kernel.products, "xc_response": xc_response, "guess_retry": retried,
                  "response_s": counter["xc_response_s"],
                  "local_kernel": None if mo_xc is None else mo_xc.local,
                  "locality_error": None if mo_xc is None else mo_xc.local_error},

@@ -161,6 +161,12 @@ def test_scratch_submission_loads(tmp_path):
     assert fn.name == "scaled" and fn.module.scale.item() == 1.0
 
 
+def test_saw_test_molecules_may_be_declared_unknown(tmp_path):
+    folder = write_submission(tmp_path / "s", training_data="\n  text: third-party\n  saw_test_molecules: unknown")
+    assert load_submission(folder).training_data.saw_test_molecules is None
+    assert load_submission(ROOT / "submissions" / "skala-1.0").training_data.saw_test_molecules is None
+
+
 def test_weights_verified_and_loaded_strict(tmp_path):
     folder = write_submission(tmp_path / "s")
     sha = save_weights(folder, 2.5)
@@ -217,6 +223,7 @@ def test_jax_weights_passed_to_factory(tmp_path):
         ({"sha256": "ab" * 32}, (), r"field 'sha256'.*without 'weights'"),
         ({"weights": "model.py"}, (), r"field 'weights'.*safetensors"),
         ({"training_data": "\n  text: toy"}, (), r"training_data\.saw_test_molecules"),
+        ({"training_data": "\n  text: toy\n  saw_test_molecules: maybe"}, (), r"saw_test_molecules.*true, false or unknown"),
         ({"authors": "[]"}, (), r"field 'authors'"),
         ({"name": '"has space"'}, (), r"field 'name'"),
     ],
