@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from .contract import STANDARD_FEATURES, FunctionalError, check_feature_names
+from .contract import STANDARD_FEATURES, FunctionalError, check_feature_names, feature_name
 
 __all__ = ["Functional", "TorchFunctional", "JaxFunctional", "as_functional"]
 
@@ -401,6 +401,65 @@ def _batched_hvp(fn: "JaxFunctional", names, xs, rest, vs, kind: str):
     return tuple(F._add_batch_dim(h, 0, level) for h in hv)
 
 
+# -- padding to bucket sizes (one compilation serves many molecules) -----------------------
+
+#: per-point features and per-atom features, and the value a padding entry gets: a padded
+#: point repeats the density features of the first real point (so the functional is finite
+#: there), carries zero weight and sits far from every atom; a padded atom has Z = 0 and sits
+#: far from every point. None: a copy of the first real point.
+PAD_POINT_VALUES = {"density": None, "grad": None, "kin": None, "grid_coords": 1.0e4, "grid_weights": 0.0}
+PAD_ATOM_VALUES = {"atomic_coords": -1.0e4, "atomic_numbers": 0, "coarse_0_atomic_coords": -1.0e4}
+#: smallest point bucket; successive buckets grow by PAD_RATIO (rounded up to 64 points)
+PAD_MIN_POINTS = 2048
+PAD_RATIO = 1.25
+#: atoms are padded to a multiple of this
+PAD_ATOMS = 4
+#: batched Hessian-vector products run in chunks of these sizes (each compiled once per bucket)
+HVP_CHUNKS = (8, 4, 2, 1)
+
+
+def point_bucket(G: int) -> int:
+    """The padded size of a grid of G points: the first of 2048, 2560, 3200, … (×1.25, rounded
+    up to 64) that holds it."""
+    b = PAD_MIN_POINTS
+    while b < G:
+        b = -(-int(b * PAD_RATIO) // 64) * 64
+    return b
+
+
+def atom_bucket(natm: int) -> int:
+    return -(-natm // PAD_ATOMS) * PAD_ATOMS
+
+
+def hvp_chunks(n: int) -> list[int]:
+    """n split into chunk sizes of `HVP_CHUNKS` (greedy): 13 → [8, 4, 1]."""
+    out = []
+    for c in HVP_CHUNKS:
+        while n >= c:
+            out.append(c)
+            n -= c
+    return out
+
+
+def _pad_last(t: torch.Tensor, size: int, value) -> torch.Tensor:
+    extra = size - t.shape[-1]
+    if extra <= 0:
+        return t
+    if value is None:
+        fill = t[..., :1].expand(tuple(t.shape[:-1]) + (extra,))
+    else:
+        fill = torch.full(tuple(t.shape[:-1]) + (extra,), value, dtype=t.dtype, device=t.device)
+    return torch.cat([t, fill], dim=-1)
+
+
+def _pad_first(t: torch.Tensor, size: int, value) -> torch.Tensor:
+    extra = size - t.shape[0]
+    if extra <= 0:
+        return t
+    fill = torch.full((extra,) + tuple(t.shape[1:]), value, dtype=t.dtype, device=t.device)
+    return torch.cat([t, fill], dim=0)
+
+
 class JaxFunctional(Functional):
     """Bridge a pure jax ``exc(params, features) -> scalar`` into torch autograd.
 
@@ -423,6 +482,14 @@ class JaxFunctional(Functional):
     ``jax.value_and_grad`` call; backward scales the stored gradient; double backward calls
     a jitted forward-over-reverse HVP. Tensor shapes (grid size G, number of atoms) are part
     of the jit cache key, so each new shape compiles once. :attr:`n_traces` counts traces.
+
+    ``pad`` (default True): the inputs are padded to bucket sizes (`point_bucket`,
+    `atom_bucket`) with inert entries (`PAD_POINT_VALUES`, `PAD_ATOM_VALUES`: zero weight,
+    vanishing density, far away; Z = 0), so molecules of similar size share one compilation;
+    derivatives are cut back to the real points. Functionals using Skala's packed per-atom
+    grids (``atomic_grid_sizes`` and kin) are never padded: their sizes must sum to G. A batched
+    Hessian-vector product runs in chunks of `HVP_CHUNKS` vectors, so Davidson's varying
+    batch sizes reuse a few compilations.
     """
 
     def __init__(
@@ -432,6 +499,7 @@ class JaxFunctional(Functional):
         features: Sequence[str] | None = None,
         name: str = "jax-functional",
         molecule: str | None = None,
+        pad: bool = True,
     ):
         if not callable(exc):
             raise TypeError(f"JaxFunctional {name!r}: exc must be callable, got {type(exc).__name__}")
@@ -444,6 +512,10 @@ class JaxFunctional(Functional):
         self.exc = exc
         self.params = params
         self.molecule = molecule
+        self._names = {feature_name(n) for n in self.features}
+        # Skala's packed per-atom grids (sizes that must sum to G) cannot take extra points
+        self.pad = bool(pad) and not (self._names & {"atomic_grid_weights", "atomic_grid_sizes",
+                                                     "atomic_grid_size_bound_shape"})
         self._jax = _import_jax()
         self._bridge = _Bridge(self)
         #: number of times the jax function has been traced (jit cache misses)
@@ -469,11 +541,42 @@ class JaxFunctional(Functional):
         self._hvp_batched_jit = jax.jit(jax.vmap(hvp, in_axes=(None, None, None, 0)))
 
     # -- jax calls (torch tensors in, torch tensors out) ---------------------------------
+    def _padded(self, name: str, t: torch.Tensor, G: int | None, natm: int | None,
+                tangent: bool = False) -> torch.Tensor:
+        """``t`` padded to the bucket sizes; a tangent (HVP direction) is padded with zeros."""
+        if not self.pad:
+            return t
+        key = feature_name(name)
+        if tangent:
+            return _pad_last(t, point_bucket(G), 0.0) if key in PAD_POINT_VALUES and G is not None else t
+        if key == "grid_coords" and G is not None:  # (G, 3): the point axis is the first
+            return _pad_first(t, point_bucket(G), PAD_POINT_VALUES[key])
+        if key in PAD_POINT_VALUES and G is not None:
+            return _pad_last(t, point_bucket(G), PAD_POINT_VALUES[key])
+        if key in PAD_ATOM_VALUES and natm is not None:
+            return _pad_first(t, atom_bucket(natm), PAD_ATOM_VALUES[key])
+        return t
+
+    def _sizes(self, names, tensors, rest) -> tuple[int | None, int | None]:
+        """(G, natm) of one call's inputs, from the features that carry them."""
+        G = natm = None
+        for n, t in list(zip(names, tensors)) + list(rest.items()):
+            key = feature_name(n)
+            if key == "grid_weights" or (G is None and key in ("density", "kin")):
+                G = int(t.shape[-1])
+            elif G is None and key == "grid_coords":
+                G = int(t.shape[0])
+            elif key in PAD_ATOM_VALUES:
+                natm = int(t.shape[0])
+        return G, natm
+
     def _jax_inputs(self, names, tensors, rest):
         b = self._bridge
-        diff = {n: b.to_jax(t) for n, t in zip(names, tensors)}
-        rest_j = {n: b.to_jax(t) for n, t in rest.items()}
+        G, natm = self._sizes(names, tensors, rest)
+        diff = {n: b.to_jax(self._padded(n, t, G, natm)) for n, t in zip(names, tensors)}
+        rest_j = {n: b.to_jax(self._padded(n, t, G, natm)) for n, t in rest.items()}
         return diff, rest_j
+
 
     def _jax_value_and_grad(self, names, tensors, rest):
         """(E torch 0-dim, tuple of jax gradient arrays in ``names`` order)."""
@@ -482,7 +585,8 @@ class JaxFunctional(Functional):
         try:
             if names:
                 E, g = self._value_and_grad_jit(self.params, diff, rest_j)
-                grads = tuple(g[n] for n in names)
+                grads = tuple(g[n] if g[n].shape == tuple(x.shape) else g[n][..., :x.shape[-1]]
+                              for n, x in zip(names, tensors))
                 E = self._jax.block_until_ready(E)
             else:
                 E = self._jax.block_until_ready(self._value_jit(self.params, diff, rest_j))
@@ -497,17 +601,43 @@ class JaxFunctional(Functional):
         return E_t, grads
 
     def _jax_hvp(self, names, tensors, rest, vs, batched: bool = False):
-        """H·v per differentiable feature; with ``batched`` each v has a leading batch axis."""
+        """H·v per differentiable feature; with ``batched`` each v has a leading batch axis
+        (run in chunks of `HVP_CHUNKS` vectors)."""
         diff, rest_j = self._jax_inputs(names, tensors, rest)
-        v = {n: self._bridge.to_jax(t.to(dtype=x.dtype)) for n, t, x in zip(names, vs, tensors)}
-        f = self._hvp_batched_jit if batched else self._hvp_jit
+        G, natm = self._sizes(names, tensors, rest)
+        jnp = self._jax.numpy
+
+        def tangents(lo=None, hi=None):
+            out = {}
+            for n, t, x in zip(names, vs, tensors):
+                t = t.to(dtype=x.dtype)
+                if lo is not None:
+                    t = t[lo:hi]
+                out[n] = self._bridge.to_jax(self._padded(n, t.contiguous(), G, natm, tangent=True))
+            return out
+
         try:
-            hv = self._jax.block_until_ready(f(self.params, diff, rest_j, v))
+            if not batched:
+                hv = self._jax.block_until_ready(self._hvp_jit(self.params, diff, rest_j, tangents()))
+            else:
+                parts, lo = [], 0
+                for c in hvp_chunks(int(vs[0].shape[0])):
+                    parts.append(self._hvp_batched_jit(self.params, diff, rest_j, tangents(lo, lo + c)))
+                    lo += c
+                hv = {n: jnp.concatenate([p[n] for p in parts], axis=0) if len(parts) > 1 else parts[0][n]
+                      for n in names}
+                hv = self._jax.block_until_ready(hv)
         except FunctionalError:
             raise
         except Exception as exc:
             raise self._raised(exc) from exc
-        return tuple(self._bridge.to_torch(hv[n], like=x) for n, x in zip(names, tensors))
+        out = []
+        for n, x in zip(names, tensors):
+            h = hv[n]
+            if self.pad and h.shape[-1] != x.shape[-1]:
+                h = h[..., :x.shape[-1]]
+            out.append(self._bridge.to_torch(h, like=x))
+        return tuple(out)
 
     # -- public ----------------------------------------------------------------------------
     def get_exc(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.io import atomic_write_text
 
-ARCHS = ("xcdiff", "nagai", "skala", "egxc")
+ARCHS = ("xcdiff", "nagai", "nlmp", "egxc")
 LOSSES = ("ed", "di")
 START = "<!-- reproduction-table:start -->"
 END = "<!-- reproduction-table:end -->"

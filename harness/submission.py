@@ -23,6 +23,7 @@ A submission is a folder::
       text: "what the model was trained on"
       saw_test_molecules: false    # required: true | false | unknown — did training see benchmark molecules?
     features: [density, grad]      # optional, jax only (a torch module declares its own)
+    pad_inputs: true               # optional, jax only: pad to bucket sizes (default true)
 
 The factory is called with no arguments and must return
 
@@ -72,7 +73,7 @@ _ENTRY_RE = re.compile(r"^(?P<file>[^:]+\.py):(?P<factory>[A-Za-z_][A-Za-z0-9_]*
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 _REQUIRED = ("name", "version", "framework", "entry_point", "authors", "license", "paper", "training_data")
-_OPTIONAL = ("weights", "sha256", "features")
+_OPTIONAL = ("weights", "sha256", "features", "pad_inputs")
 
 
 class SubmissionError(ValueError):
@@ -105,6 +106,7 @@ class Submission:
     weights: str | None = None
     sha256: str | None = None
     features: tuple[str, ...] | None = None
+    pad_inputs: bool = True
 
     @property
     def yaml_path(self) -> Path:
@@ -242,6 +244,13 @@ def load_submission(folder: str | Path) -> Submission:
         except FunctionalError as exc:
             raise SubmissionError(str(exc)) from exc
 
+    pad_inputs = data.get("pad_inputs", True)
+    if "pad_inputs" in data:
+        if framework != "jax":
+            raise _field_error(path, "pad_inputs", "only for framework jax")
+        if not isinstance(pad_inputs, bool):
+            raise _field_error(path, "pad_inputs", "must be true or false")
+
     return Submission(
         name=name,
         version=version,
@@ -255,6 +264,7 @@ def load_submission(folder: str | Path) -> Submission:
         weights=weights,
         sha256=sha,
         features=features,
+        pad_inputs=pad_inputs,
     )
 
 
@@ -392,7 +402,7 @@ def load_functional(folder: "str | Path | Submission") -> TorchFunctional | JaxF
         else:
             if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and callable(obj[0])):
                 raise TypeError(f"framework jax expects an (exc, params) pair, got {type(obj).__name__}")
-            fn = JaxFunctional(obj[0], obj[1], features=sub.features, name=sub.name)
+            fn = JaxFunctional(obj[0], obj[1], features=sub.features, name=sub.name, pad=sub.pad_inputs)
     except SubmissionError:
         raise
     except (TypeError, FunctionalError, ImportError) as exc:

@@ -55,7 +55,7 @@ from harness.losses import (
     prepare_geometry,
 )
 
-ARCH_CHOICES = ("xcdiff", "nagai", "skala", "egxc")
+ARCH_CHOICES = ("xcdiff", "nagai", "nlmp", "egxc")
 LOSS_CHOICES = ("ed", "di")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_ROOT = REPO_ROOT / "reference_data" / "build"

@@ -11,14 +11,14 @@ PRESET="${1:-quick}"
 SEED="${2:-0}"
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-for arch in xcdiff nagai skala egxc; do
+for arch in xcdiff nagai nlmp egxc; do
   for loss in ed di; do
     out="submissions/${arch}-${loss}"
     echo "== train ${arch} ${loss} (preset ${PRESET}, seed ${SEED}) -> ${out}"
     "$PY" -m harness.cli train --arch "$arch" --loss "$loss" --preset "$PRESET" --seed "$SEED" --out "$out"
   done
 done
-for arch in xcdiff nagai skala egxc; do
+for arch in xcdiff nagai nlmp egxc; do
   for loss in ed di; do
     echo "== evaluate submissions/${arch}-${loss} on the test split"
     "$PY" -m harness.cli evaluate "submissions/${arch}-${loss}" --split test --quiet

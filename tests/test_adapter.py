@@ -291,11 +291,20 @@ def test_jax_batched_hvp_and_repeated_calls_reuse_jit(jf):
     torch.autograd.grad(g2, x2, grad_outputs=[t[0] for t in V])
     assert jf.n_traces == n0
     assert abs(E2.item() - ToyMGGA().get_exc(feats2).item()) < 1e-12 * abs(E2.item())
-    # a different grid size compiles once more, then is cached too
-    jf.get_exc(make_features(G=100))
+    # another grid size in the same bucket (padded to 2048 points): no new trace either
+    feats3 = make_features(G=100, seed=6)
+    x3 = _x(feats3)
+    g3 = torch.autograd.grad(jf.get_exc(feats3), x3, create_graph=True)
+    torch.autograd.grad(g3, x3, grad_outputs=[torch.ones_like(t) for t in x3])
+    assert jf.n_traces == n0
+    assert all(t.shape == u.shape for t, u in zip(g3, x3))  # derivatives cut back to the real points
+    jf.get_exc(make_features(G=100))  # energy only: its own jitted function, traced once
+    n0 = jf.n_traces
+    # a grid size in another bucket compiles once more, then is cached too
+    jf.get_exc(make_features(G=3000))
     n1 = jf.n_traces
     assert n1 > n0
-    jf.get_exc(make_features(G=100, seed=9))
+    jf.get_exc(make_features(G=3100, seed=9))
     assert jf.n_traces == n1
 
 

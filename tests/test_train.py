@@ -103,8 +103,8 @@ def test_rerun_of_other_configuration_is_refused(tmp_path, cache):
 def test_cli_registered():
     from harness.cli import build_parser
 
-    args = build_parser().parse_args(["train", "--arch", "skala", "--loss", "di", "--out", "x", "--steps", "3"])
-    assert args.arch == "skala" and args.loss == "di" and args.steps == 3 and args.preset == "quick"
+    args = build_parser().parse_args(["train", "--arch", "nlmp", "--loss", "di", "--out", "x", "--steps", "3"])
+    assert args.arch == "nlmp" and args.loss == "di" and args.steps == 3 and args.preset == "quick"
 
 
 @pytest.mark.slow

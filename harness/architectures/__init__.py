@@ -9,8 +9,9 @@ name          class       idea (paper)                                          
 ``nagai``     Nagai       MLP meta-GGA enhancing the LDA energy density                 745   20,801
                           (Nagai, Akashi & Sugino, npj Comput. Mater. 6, 43, 2020);
                           base TPSS
-``skala``     Skala       semi-local MLP + message passing through atom-centred       1,373   29,177
-                          points (Luise et al., 2025); base PBE
+``nlmp``      NLMP        semi-local MLP + non-local message passing through          1,373   29,177
+                          atom-centred points, in the spirit of Skala (Luise et al.,
+                          2025) but not Skala; base PBE
 ``egxc``      EGXC        semi-local base × equivariant nuclei-centred density graph  1,977   39,921
                           (Gao, Eberhard & Günnemann, ICLR 2025); base PBE
 ============  ==========  =========================================================  ======  =======
@@ -32,14 +33,14 @@ from torch import nn
 from ._common import count_parameters, seeded
 from .egxc import EGXC
 from .nagai import Nagai
-from .skala import Skala
+from .nlmp import NLMP
 from .xcdiff import XCDiff
 
 #: name -> class
-ARCHITECTURES: dict[str, type] = {"xcdiff": XCDiff, "nagai": Nagai, "skala": Skala, "egxc": EGXC}
+ARCHITECTURES: dict[str, type] = {"xcdiff": XCDiff, "nagai": Nagai, "nlmp": NLMP, "egxc": EGXC}
 PRESETS = ("quick", "full")
 
-__all__ = ["ARCHITECTURES", "PRESETS", "architecture_sha256", "build_architecture", "count_parameters", "XCDiff", "Nagai", "Skala", "EGXC"]
+__all__ = ["ARCHITECTURES", "PRESETS", "architecture_sha256", "build_architecture", "count_parameters", "XCDiff", "Nagai", "NLMP", "EGXC"]
 
 
 def build_architecture(name: str, preset: str = "quick", seed: int = 0, **overrides) -> nn.Module:

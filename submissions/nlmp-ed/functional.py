@@ -1,4 +1,4 @@
-"""skala-di: `skala` trained with the DI (E+D + gradient/Hessian) loss by `harness train`
+"""nlmp-ed: `nlmp` trained with the energy+density (E+D) loss by `harness train`
 (preset quick, seed 0). The architecture lives in harness.architectures; the harness
 loads weights.safetensors into it (sha256-pinned, strict)."""
 
@@ -6,10 +6,10 @@ import torch
 
 from harness.architectures import architecture_sha256, build_architecture
 
-ARCH = "skala"
+ARCH = "nlmp"
 PRESET = "quick"
 #: sha256 of the architecture's source when these weights were trained
-ARCH_SHA256 = "5816e77ff3e8f3c85f4274271ec9acfcf1d5b11c51900bea717e900266fab472"
+ARCH_SHA256 = "5f513aae730148676eeb00613194d9489e2c4386f0ad10dceda89e6c47a99f65"
 
 
 def make_functional():

@@ -1,7 +1,9 @@
-"""``skala``: semi-local features plus non-local message passing through atom-centred points.
+"""``nlmp``: semi-local features plus non-local message passing through atom-centred points.
 
-Reference: G. Luise et al., "Accurate and scalable exchange-correlation with deep learning"
-(Microsoft Research, 2025; the Skala functional). That model combines a network on
+**This is not Skala.** It is the harness's own small baseline architecture in the spirit of
+G. Luise et al., "Accurate and scalable exchange-correlation with deep learning" (Microsoft
+Research, 2025; the Skala functional), trained here from scratch. The real, trained Skala is
+scored as a submission of its own (``submissions/skala-1.0``). Skala combines a network on
 meta-GGA features of each grid point with a non-local part that gathers information from the
 grid onto a coarse set of atom-centred points, exchanges it between those points and sends it
 back to the grid; its cost grows like (grid points) x (atoms). This module is the harness's
@@ -62,7 +64,7 @@ from ._common import (
     semilocal_inputs,
 )
 
-__all__ = ["Skala"]
+__all__ = ["NLMP"]
 
 
 class _Round(nn.Module):
@@ -81,7 +83,7 @@ class _Round(nn.Module):
         return h + silu(self.upd(torch.cat([h, agg], dim=-1)))
 
 
-class Skala(nn.Module):
+class NLMP(nn.Module):
     """Semi-local MLP enhancement of a base functional, with atom-centred non-local features."""
 
     features = list(SEMILOCAL_FEATURES) + ["grid_coords", "atomic_coords"]
