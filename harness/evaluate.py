@@ -394,8 +394,7 @@ def evaluate(
                 "name": sub.name,
                 "version": sub.version,
                 "framework": sub.framework,
-                "saw_test_molecules": ("unknown" if sub.training_data.saw_test_molecules is None
-                                       else sub.training_data.saw_test_molecules),
+                "saw_test_molecules": sub.training_data.saw_test_molecules_label,
                 "training_data": sub.training_data.text,
                 "sha256": hashes,
             },

@@ -80,7 +80,7 @@ class MoleculeSetup:
     # Skala's atom-packed layout (only with ``atom_layout=True``; see `harness.contract`):
     atom_order: torch.Tensor | None = None  # (G,) internal point index of each per-atom position
     atomic_grid_sizes: torch.Tensor | None = None  # (natm,) int64
-    atomic_grid_weights: torch.Tensor | None = None  # (G,) raw atomic weights, per-atom order
+    atomic_grid_weights: torch.Tensor | None = None  # (G,) raw atomic weights, internal order
 
     @property
     def ngrid(self) -> int:
@@ -100,8 +100,8 @@ class MoleculeSetup:
 
     def static_features(self) -> dict[str, torch.Tensor]:
         """The density-independent features of the contract, per-point ones in the internal
-        (block) order; with the atom layout also Skala's four atom-packed features, whose
-        ``atomic_grid_weights`` is already in per-atom order (`harness.xc` permutes the rest)."""
+        (block) order (`harness.xc` permutes them for atom-layout functionals); with the atom
+        layout also Skala's four atom-packed features."""
         out = {
             "grid_coords": self.grid_coords,
             "grid_weights": self.grid_weights,
@@ -373,7 +373,7 @@ def build_setup(
     if layout is not None:
         setup.atom_order = torch.as_tensor(layout.inverse(), dtype=torch.long, device=device)
         setup.atomic_grid_sizes = torch.as_tensor(layout.sizes, dtype=torch.long, device=device)
-        setup.atomic_grid_weights = T(layout.atomic_weights)
+        setup.atomic_grid_weights = T(layout.atomic_weights[layout.order])  # to the internal order
     timings["setup_s"] = time.perf_counter() - t_all
     return setup
 

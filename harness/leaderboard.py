@@ -567,6 +567,8 @@ def render_markdown(ranked: Mapping[str, Sequence[Entry]], refusals: Sequence[Re
 
 def render_csv(ranked: Mapping[str, Sequence[Entry]]) -> str:
     """leaderboard.csv: `CSV_COLUMNS`, one line per ranked entry, full precision; empty = no value."""
+    from harness.submission import saw_test_molecules_label
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -575,7 +577,7 @@ def render_csv(ranked: Mapping[str, Sequence[Entry]]) -> str:
             values = {
                 "split": split, "rank": e.rank, "submission": e.submission, "version": e.version,
                 "framework": e.framework,
-                "saw_test_molecules": "unknown" if e.saw_test_molecules is None else e.saw_test_molecules,
+                "saw_test_molecules": saw_test_molecules_label(e.saw_test_molecules),
                 "energy_mae_mEh": e.energy_mae_mEh, "e_rho_mean_mEh": e.e_rho_mean_mEh,
                 "dipole_mae_debye": e.dipole_mae_debye, "density_l2_mean": e.density_l2_mean,
                 "scf_iter_reduction_mean": e.scf_iter_reduction_mean,

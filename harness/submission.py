@@ -84,12 +84,21 @@ class SubmissionError(ValueError):
 UNKNOWN = "unknown"
 
 
+def saw_test_molecules_label(value: bool | None) -> bool | str:
+    """``saw_test_molecules`` as written to summaries and tables: true, false or "unknown"."""
+    return UNKNOWN if value is None else value
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
     text: str
     #: True / False, or None when the submitter declares ``unknown`` (e.g. a third party's
     #: model whose training set was not checked against the benchmark)
     saw_test_molecules: bool | None
+
+    @property
+    def saw_test_molecules_label(self) -> bool | str:
+        return saw_test_molecules_label(self.saw_test_molecules)
 
 
 @dataclasses.dataclass(frozen=True)

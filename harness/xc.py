@@ -23,12 +23,12 @@ that asks for Skala's atom-packed features (`harness.contract.ATOM_LAYOUT_FEATUR
 handed every per-point feature permuted into per-atom order (``setup.atom_order``) inside
 the autograd graph, so ∂E/∂features comes back in the internal order by itself.
 
-Second derivatives (`XCEngine.hessian`). At a fixed P0 the engine builds one ``get_exc``
-graph with ``create_graph=True``; `XCHessian.hvp` then gives H_f·δf for a *batch* of n
-feature tangents. This is the one place that owns the batching policy for TDDFT and the
-DI-Loss: a jax functional always gets the whole batch in one ``jax.vmap``-ed
-forward-over-reverse call (the primal is computed once); a torch functional gets one
-``is_grads_batched`` (vmap) backward where that works and is not slower, else a loop.
+Second derivatives (`XCHessian`). At a fixed P0 one ``get_exc`` graph is built with
+``create_graph=True``; `XCHessian.hvp` then gives H_f·δf for a *batch* of n feature tangents
+(`hessian_vector_products`, also called by the DI-Loss terms of `harness.grassmann`). The
+batching policy lives here (`default_batched`): a jax functional gets the whole batch in one
+``jax.vmap``-ed forward-over-reverse pass (the primal is shared); a torch functional gets one
+``is_grads_batched`` backward off the CPU and a loop on the CPU, where that measured faster.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class XCEngine:
         self._static = {}
         for n in self.static_names:
             t = static[n]
-            if self._perm is not None and n in POINT_FEATURES and n != "atomic_grid_weights":
+            if self._perm is not None and n in POINT_FEATURES:
                 t = t.index_select(0, self._perm)
             self._static[self.keys[n]] = t
         self.timings: dict[str, float] = {"features_s": 0.0, "functional_s": 0.0, "contract_s": 0.0}

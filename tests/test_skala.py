@@ -92,7 +92,7 @@ def test_atom_layout_is_skalas_grid():
     assert torch.equal(torch.sort(perm).values, torch.arange(setup.ngrid))
     assert torch.allclose(setup.grid_coords[perm], ref[Feature.GRID_COORDS], rtol=0, atol=1e-14)
     assert torch.allclose(setup.grid_weights[perm], ref[Feature.GRID_WEIGHTS], rtol=1e-13, atol=0)
-    assert torch.allclose(setup.atomic_grid_weights, ref[Feature.ATOMIC_GRID_WEIGHTS], rtol=1e-13, atol=0)
+    assert torch.allclose(setup.atomic_grid_weights[perm], ref[Feature.ATOMIC_GRID_WEIGHTS], rtol=1e-13, atol=0)
     # round trip: per-atom values scattered back land on the internal points
     x = torch.randn(setup.ngrid, dtype=torch.float64)
     back = torch.empty_like(x)
