@@ -46,8 +46,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from .contract import STANDARD_FEATURES, FunctionalError, check_feature_names, feature_name
+from .errors import SubmissionFault
 
-__all__ = ["Functional", "TorchFunctional", "JaxFunctional", "as_functional"]
+__all__ = ["BridgedFunctional", "Functional", "TorchFunctional", "JaxFunctional", "as_functional"]
 
 
 def _describe_molecule(molecule: str | None) -> str:
@@ -271,23 +272,25 @@ class _Bridge:
         return t
 
 
-class _JaxExc(torch.autograd.Function):
-    """E = exc(params, features). Forward also computes dE/dx (one fused jax call).
+class _BridgeExc(torch.autograd.Function):
+    """E = fn(features) for a bridged functional (`BridgedFunctional`: jax, or a functional in
+    another process). Forward also computes dE/dx (one call).
 
     Inputs: (fn, diff_names, rest, *diff_tensors) where ``rest`` maps the other feature
     names to torch tensors (not differentiated: int features, tensors without grad).
     backward returns ``gE * dE/dx``; under ``create_graph=True`` dE/dx comes from
-    :class:`_JaxGrad`, whose own backward is the jax Hessian-vector product — so torch
-    double backward works.
+    :class:`_BridgeGrad`, whose own backward is the functional's Hessian-vector product — so
+    torch double backward works.
     """
 
     @staticmethod
-    def forward(ctx, fn: "JaxFunctional", diff_names: tuple, rest: dict, *diff_tensors):
-        E, grads = fn._jax_value_and_grad(diff_names, diff_tensors, rest)
+    def forward(ctx, fn: "BridgedFunctional", diff_names: tuple, rest: dict, *diff_tensors):
+        E, grads = fn._value_and_grad(diff_names, diff_tensors, rest)
         ctx.fn = fn
         ctx.diff_names = diff_names
         ctx.rest_names = tuple(rest)
-        ctx.jax_grads = grads
+        ctx.point = fn._last_point
+        ctx.grads = grads
         # saved (not just referenced) so that torch flags in-place edits before backward
         ctx.save_for_backward(*diff_tensors, *rest.values())
         return E
@@ -299,23 +302,24 @@ class _JaxExc(torch.autograd.Function):
         n = len(ctx.diff_names)
         xs, rest = saved[:n], dict(zip(ctx.rest_names, saved[n:]))
         if torch.is_grad_enabled():
-            G = _JaxGrad.apply(fn, ctx.diff_names, rest, ctx.jax_grads, *xs)
+            G = _BridgeGrad.apply(fn, ctx.diff_names, rest, ctx.grads, ctx.point, *xs)
         else:
-            G = tuple(fn._bridge.to_torch(g, like=x) for g, x in zip(ctx.jax_grads, xs))
+            G = ctx.grads
         return (None, None, None) + tuple(gE * g for g in G)
 
 
-class _JaxGrad(torch.autograd.Function):
+class _BridgeGrad(torch.autograd.Function):
     """dE/dx as a differentiable torch op: forward hands over the gradient computed with E;
-    backward is the Hessian-vector product H·v = JVP of grad (jax forward-over-reverse)."""
+    backward is the functional's Hessian-vector product H·v (jax: forward-over-reverse)."""
 
     @staticmethod
-    def forward(ctx, fn: "JaxFunctional", diff_names: tuple, rest: dict, jax_grads: tuple, *diff_tensors):
+    def forward(ctx, fn: "BridgedFunctional", diff_names: tuple, rest: dict, grads: tuple, point, *diff_tensors):
         ctx.fn = fn
         ctx.diff_names = diff_names
         ctx.rest_names = tuple(rest)
+        ctx.point = point
         ctx.save_for_backward(*diff_tensors, *rest.values())
-        return tuple(fn._bridge.to_torch(g, like=x) for g, x in zip(jax_grads, diff_tensors))
+        return tuple(g.clone() for g in grads)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -327,10 +331,10 @@ class _JaxGrad(torch.autograd.Function):
         kinds = {_batch_kind(v) for v in vs} - {None}
         if kinds:
             kind = "legacy" if "legacy" in kinds else "functorch"
-            return (None, None, None, None) + _batched_hvp(fn, ctx.diff_names, xs, rest, vs, kind)
+            return (None,) * 5 + _batched_hvp(fn, ctx.diff_names, xs, rest, vs, kind, ctx.point)
         vs = tuple(torch.zeros_like(x) if v is None else v for v, x in zip(vs, xs))
-        hv = fn._jax_hvp(ctx.diff_names, xs, rest, vs)
-        return (None, None, None, None) + hv
+        hv = fn._hvp(ctx.diff_names, xs, rest, vs, point=ctx.point)
+        return (None,) * 5 + hv
 
 
 def _batch_kind(t) -> str | None:
@@ -349,7 +353,7 @@ def _batch_kind(t) -> str | None:
     return None
 
 
-def _batched_hvp(fn: "JaxFunctional", names, xs, rest, vs, kind: str):
+def _batched_hvp(fn: "BridgedFunctional", names, xs, rest, vs, kind: str, point=None):
     """HVPs for batched cotangents: ``torch.autograd.grad(..., is_grads_batched=True)``
     (torch's legacy vmap) or ``torch.func.vmap`` over the second ``autograd.grad``.
 
@@ -388,14 +392,14 @@ def _batched_hvp(fn: "JaxFunctional", names, xs, rest, vs, kind: str):
                 V.append(torch.zeros((B,) + tuple(x.shape), dtype=x.dtype, device=x.device))
             else:
                 V.append(v.unsqueeze(0).expand((B,) + tuple(v.shape)))
-    except FunctionalError:
+    except SubmissionFault:
         raise
     except Exception as exc:
         raise fn.error(
-            f"batched grad_outputs ({kind} vmap) could not be unwrapped for the jax bridge "
+            f"batched grad_outputs ({kind} vmap) could not be unwrapped for the bridge "
             f"({type(exc).__name__}: {exc}); loop over the vectors instead"
         ) from exc
-    hv = fn._jax_hvp(names, xs, rest, tuple(V), batched=True)
+    hv = fn._hvp(names, xs, rest, tuple(V), batched=True, point=point)
     if kind == "legacy":
         return tuple(torch._add_batch_dim(h, 0, level) for h in hv)
     return tuple(F._add_batch_dim(h, 0, level) for h in hv)
@@ -465,7 +469,59 @@ def _pad_first(t: torch.Tensor, size: int, value) -> torch.Tensor:
     return torch.cat([t, fill], dim=0)
 
 
-class JaxFunctional(Functional):
+class BridgedFunctional(Functional):
+    """A functional computed outside torch autograd — in jax (`JaxFunctional`) or in another
+    process (`harness.remote.RemoteFunctional`) — joined to the graph by `_BridgeExc`.
+
+    A subclass implements, on torch tensors in feature space:
+
+    * ``_value_and_grad(names, tensors, rest) -> (E 0-dim tensor, tuple of dE/dx)`` for the
+      differentiable features ``names``/``tensors`` and the others ``rest``;
+    * ``_hvp(names, tensors, rest, vs, batched=False, point=None) -> tuple of H·v`` (each v
+      with a leading batch axis when ``batched``); ``point`` is the value of ``_last_point``
+      when the primal was evaluated (a subclass may use it to reuse work at that point).
+
+    ``batched_hvp``: whether a batch of products in one call is the fast path
+    (`harness.xc.default_batched`).
+    """
+
+    batched_hvp = True
+    _last_point: int = 0
+
+    def _value_and_grad(self, names, tensors, rest):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _hvp(self, names, tensors, rest, vs, batched: bool = False, point=None):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_exc(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:
+        """E_xc (Hartree, 0-dim torch tensor); differentiable twice w.r.t. the float features."""
+        missing = [n for n in self.features if n not in features]
+        if missing:
+            raise self.error(f"missing feature(s) {missing} in the input", molecule)
+        grad_on = torch.is_grad_enabled()
+        diff_names, diff_tensors, rest = [], [], {}
+        for n in self.features:
+            t = features[n]
+            if not isinstance(t, torch.Tensor):
+                raise self.error(f"feature {n!r} is {type(t).__name__}, expected a torch.Tensor", molecule)
+            if grad_on and t.requires_grad and t.is_floating_point():
+                diff_names.append(n)
+                diff_tensors.append(t)
+            else:
+                rest[n] = t.detach()
+        old = self.molecule
+        if molecule is not None:
+            self.molecule = molecule
+        try:
+            self._last_point += 1
+            E = _BridgeExc.apply(self, tuple(diff_names), rest, *diff_tensors)
+        finally:
+            self.molecule = old
+        return self._validate(E, molecule)
+
+
+class JaxFunctional(BridgedFunctional):
     """Bridge a pure jax ``exc(params, features) -> scalar`` into torch autograd.
 
     Parameters
@@ -583,8 +639,8 @@ class JaxFunctional(Functional):
         return diff, rest_j
 
 
-    def _jax_value_and_grad(self, names, tensors, rest):
-        """(E torch 0-dim, tuple of jax gradient arrays in ``names`` order)."""
+    def _value_and_grad(self, names, tensors, rest):
+        """(E torch 0-dim, tuple of torch gradients in ``names`` order; zero-copy from jax)."""
         diff, rest_j = self._jax_inputs(names, tensors, rest)
         like = tensors[0] if tensors else None
         try:
@@ -596,16 +652,16 @@ class JaxFunctional(Functional):
             else:
                 E = self._jax.block_until_ready(self._value_jit(self.params, diff, rest_j))
                 grads = ()
-        except FunctionalError:
+        except SubmissionFault:
             raise
         except Exception as exc:
             raise self._raised(exc) from exc
         E_t = self._bridge.to_torch(E)
         if like is not None:
             E_t = E_t.to(device=like.device) if E_t.device != like.device else E_t
-        return E_t, grads
+        return E_t, tuple(self._bridge.to_torch(g, like=x) for g, x in zip(grads, tensors))
 
-    def _jax_hvp(self, names, tensors, rest, vs, batched: bool = False):
+    def _hvp(self, names, tensors, rest, vs, batched: bool = False, point=None):
         """H·v per differentiable feature; with ``batched`` each v has a leading batch axis
         (run in chunks of `HVP_CHUNKS` vectors)."""
         diff, rest_j = self._jax_inputs(names, tensors, rest)
@@ -632,7 +688,7 @@ class JaxFunctional(Functional):
                 hv = {n: jnp.concatenate([p[n] for p in parts], axis=0) if len(parts) > 1 else parts[0][n]
                       for n in names}
                 hv = self._jax.block_until_ready(hv)
-        except FunctionalError:
+        except SubmissionFault:
             raise
         except Exception as exc:
             raise self._raised(exc) from exc
@@ -645,31 +701,6 @@ class JaxFunctional(Functional):
         return tuple(out)
 
     # -- public ----------------------------------------------------------------------------
-    def get_exc(self, features: Mapping[str, torch.Tensor], molecule: str | None = None) -> torch.Tensor:
-        """E_xc (Hartree, 0-dim torch tensor); differentiable twice w.r.t. the float features."""
-        missing = [n for n in self.features if n not in features]
-        if missing:
-            raise self.error(f"missing feature(s) {missing} in the input", molecule)
-        grad_on = torch.is_grad_enabled()
-        diff_names, diff_tensors, rest = [], [], {}
-        for n in self.features:
-            t = features[n]
-            if not isinstance(t, torch.Tensor):
-                raise self.error(f"feature {n!r} is {type(t).__name__}, expected a torch.Tensor", molecule)
-            if grad_on and t.requires_grad and t.is_floating_point():
-                diff_names.append(n)
-                diff_tensors.append(t)
-            else:
-                rest[n] = t.detach()
-        old = self.molecule
-        if molecule is not None:
-            self.molecule = molecule
-        try:
-            E = _JaxExc.apply(self, tuple(diff_names), rest, *diff_tensors)
-        finally:
-            self.molecule = old
-        return self._validate(E, molecule)
-
     def to(self, *args, **kwargs) -> "JaxFunctional":
         """No-op (jax computes on its own device in the dtype of the inputs); returns self."""
         return self

@@ -46,6 +46,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from harness.errors import SubmissionFault
+
 #: Features that depend on the density matrix P (and so carry gradients).
 DENSITY_FEATURES: tuple[str, ...] = ("density", "grad", "kin")
 #: Skala's atom-packed layout: asking for any of these puts every point in per-atom order.
@@ -64,7 +66,7 @@ ALL_FEATURES: tuple[str, ...] = DENSITY_FEATURES + STATIC_FEATURES
 STANDARD_FEATURES: tuple[str, ...] = DENSITY_FEATURES + ("grid_coords", "grid_weights", "atomic_coords", "atomic_numbers")
 
 
-class FunctionalError(RuntimeError):
+class FunctionalError(SubmissionFault, RuntimeError):
     """A submitted functional misbehaved (raised, NaN/inf, wrong shape or dtype).
 
     The message names the functional, the molecule and the problem.

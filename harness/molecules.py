@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 #: Molecules of the bundled ``tiny`` split: small G2 molecules for quick checks.
 TINY_MOLECULES: tuple[str, ...] = ("H2O", "NH3", "CH4", "HF", "N2", "CO")
 
@@ -25,7 +27,7 @@ CONFORMER_SIGMA_ANGSTROM = 0.04
 CONFORMER_MIN_DISTANCE_RATIO = 0.75
 
 
-class MoleculeError(ValueError):
+class MoleculeError(HarnessError, ValueError):
     """A molecule that cannot be used: bad file, unknown element, impossible spin."""
 
 

@@ -13,12 +13,20 @@ SIGKILL are removed at the start of the next run.
 
 A cached molecule file is reused only when its ``cache`` block equals the current one
 (`cache_key`): the submission's combined sha256, the reference manifest sha256, the protocol
-and harness versions, device and dtype. Anything else is recomputed and overwritten.
+version, the harness's scoring code and evaluation settings (`harness.provenance`), the
+sandbox, device and dtype. A ``timeout`` or ``memory`` row is reused only under the same limits
+(a larger limit retries it). Anything else is recomputed and overwritten; a ``harness_error``
+row is never stored.
+
+The CSV and the summary are one unit: `write_results` writes the CSV, then the summary naming
+the CSV's sha256 (``csv_sha256``); a reader (the leaderboard) that finds them disagreeing knows
+the run was cut between the two writes.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -34,12 +42,9 @@ import harness
 from harness.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 #: Version of the molecule-cache JSON layout.
-CACHE_FORMAT_VERSION = 1
-
-#: Model pipeline statuses of a row (the ``status`` column).
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"  # the functional raised / returned NaN, inf, a bad shape; or any error
-STATUS_NOT_CONVERGED = "not_converged"  # the model's own SCF did not converge: no metrics
+CACHE_FORMAT_VERSION = 2
+#: Statuses whose cached row depends on the limits it ran under.
+LIMIT_STATUSES = ("timeout", "memory")
 
 #: Excitation energies per state (PROTOCOL §3 metric 6: the lowest 5 singlets, in order).
 EXCITATION_STATES = 5
@@ -116,14 +121,17 @@ class ResultPaths:
 
 
 def cache_key(submission_combined_sha256: str, manifest_sha256: str, device: str, dtype: str,
-              excitations: str | None = None) -> dict:
+              excitations: str | None = None, *, scoring: str, settings: str, sandbox: str) -> dict:
     """What a cached row depends on. A row is reused only when all of it matches.
-    ``excitations``: the name of the excitation stage (None: not run)."""
+    ``excitations``: the name of the excitation stage (None: not run); ``scoring`` and
+    ``settings``: `harness.provenance` hashes; ``sandbox``: ``bwrap`` or ``none``."""
     return {
         "excitations": excitations,
         "format": CACHE_FORMAT_VERSION,
         "protocol_version": harness.PROTOCOL_VERSION,
-        "harness_version": harness.__version__,
+        "scoring_sha256": scoring,
+        "settings_sha256": settings,
+        "sandbox": sandbox,
         "submission_sha256": submission_combined_sha256,
         "reference_manifest_sha256": manifest_sha256,
         "device": device,
@@ -147,13 +155,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_molecule(paths: ResultPaths, key: str, cache: Mapping[str, Any], row: Mapping[str, Any]) -> None:
-    """Store one molecule's row atomically with its cache key."""
-    atomic_write_json(paths.molecule(key), {"key": key, "cache": dict(cache), "row": _clean(dict(row))})
+def write_molecule(paths: ResultPaths, key: str, cache: Mapping[str, Any], row: Mapping[str, Any],
+                   limits: Mapping[str, Any] | None = None) -> None:
+    """Store one molecule's row atomically with its cache key and the limits it ran under."""
+    atomic_write_json(paths.molecule(key), {"key": key, "cache": dict(cache), "limits": _clean(dict(limits or {})),
+                                            "row": _clean(dict(row))})
 
 
-def read_molecule(paths: ResultPaths, key: str, cache: Mapping[str, Any]) -> dict | None:
-    """The cached row of ``key`` if present, readable and computed under ``cache``; else None."""
+def read_molecule(paths: ResultPaths, key: str, cache: Mapping[str, Any],
+                  limits: Mapping[str, Any] | None = None) -> dict | None:
+    """The cached row of ``key`` if present, readable and computed under ``cache`` (and, for a
+    timeout or memory row, under ``limits``); else None."""
     path = paths.molecule(key)
     if not path.is_file():
         return None
@@ -164,7 +176,13 @@ def read_molecule(paths: ResultPaths, key: str, cache: Mapping[str, Any]) -> dic
     if not isinstance(data, dict) or data.get("key") != key or data.get("cache") != dict(cache):
         return None
     row = data.get("row")
-    return row if isinstance(row, dict) and row.get("key") == key else None
+    if not (isinstance(row, dict) and row.get("key") == key):
+        return None
+    if row.get("status") in LIMIT_STATUSES and data.get("limits") != _clean(dict(limits or {})):
+        return None
+    if row.get("status") == "harness_error":
+        return None
+    return row
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,18 +201,52 @@ def csv_value(v: Any) -> str:
     return str(v)
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``per_molecule.csv``: `CSV_COLUMNS`, one line per row; empty cell = no value."""
+def csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``per_molecule.csv``'s text: `CSV_COLUMNS`, one line per row; empty cell = no value."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
         w.writerow([csv_value(r.get(c)) for c in CSV_COLUMNS])
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Write ``per_molecule.csv`` atomically; returns its sha256."""
+    text = csv_text(rows)
+    atomic_write_text(path, text)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
     atomic_write_json(path, _clean(dict(summary)))
+
+
+def write_results(paths: ResultPaths, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict:
+    """The CSV, then the summary with the CSV's sha256 (``csv_sha256``): one unit. Returns the
+    summary as written."""
+    out = dict(summary)
+    out["csv_sha256"] = write_csv(paths.csv, rows)
+    write_summary(paths.summary, out)
+    return _clean(out)
+
+
+def check_results(paths: ResultPaths) -> None:
+    """Raise `harness.errors.HarnessError` naming the file when the summary and the CSV beside it
+    do not belong together (a run cut between the two writes, or an edited file)."""
+    from harness.errors import HarnessError
+
+    try:
+        summary = json.loads(paths.summary.read_text())
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{paths.summary}: cannot read: {exc}") from exc
+    want = summary.get("csv_sha256")
+    if not paths.csv.is_file():
+        raise HarnessError(f"{paths.csv}: missing (the summary beside it names sha256 {want})")
+    have = hashlib.sha256(paths.csv.read_bytes()).hexdigest()
+    if want != have:
+        raise HarnessError(f"{paths.csv}: sha256 {have[:12]}… does not match csv_sha256 {str(want)[:12]}… in "
+                           f"{paths.summary} (the run was cut between the two writes, or a file was edited)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -306,22 +358,18 @@ def render_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]])
             out.append(f"  {r['key']}: {r['status']}: {r['error']}")
     s = summary
     out.append("")
+    counts = {k: v for k, v in (s.get("status_counts") or {}).items() if v and k != "ok"}
+    failures = ", ".join(f"{v} {k}" for k, v in counts.items()) or "none failed"
+    coverage = "" if s.get("n_split") is None else f"; covers {s.get('coverage', 0):.0%} of {s['n_split']}"
     out.append(f"{s.get('submission')} on split {s.get('split')!r} "
-               f"({s.get('n_molecules')} molecules, {s.get('n_failed')} failed or not converged)")
-    lines = [
-        ("total-energy MAE", s.get("energy_mae_mEh"), ".3f", "mEh"),
-        ("E_rho mean", s.get("e_rho_mean_mEh"), ".4f", "mEh"),
-        ("dipole MAE", s.get("dipole_mae_debye"), ".4f", "D"),
-        ("L2 density error mean", s.get("density_l2_mean"), ".3e", "a.u."),
-        ("SCF-iteration reduction mean", s.get("scf_iter_reduction_mean"), ".3f", ""),
-        ("SCF-iteration ratio pooled", s.get("scf_iter_ratio_pooled"), ".3f", ""),
-        ("excitation MAE", s.get("excitation_mae_eV"), ".3f", "eV"),
-        ("converged fraction", s.get("converged_fraction"), ".3f", ""),
-        ("model SCF iterations mean / max",
-         None if s.get("model_scf_iterations_mean") is None
-         else f"{s['model_scf_iterations_mean']:.1f} / {s['model_scf_iterations_max']}", "s", ""),
-    ]
+               f"({s.get('n_molecules')} molecules: {failures}{coverage})")
+    from harness.metric_registry import METRICS
+
+    lines = [(m.title, m.format(s.get(m.key)), m.unit) for m in METRICS]
+    if s.get("model_scf_iterations_mean") is not None:
+        lines.append(("model SCF iterations mean / max",
+                      f"{s['model_scf_iterations_mean']:.1f} / {s['model_scf_iterations_max']}", ""))
     w = max(len(t) for t, *_ in lines)
-    for title, v, spec, unit in lines:
-        out.append(f"  {title.ljust(w)}  {_fmt(v, spec)} {unit}".rstrip())
+    for title, v, unit in lines:
+        out.append(f"  {title.ljust(w)}  {v} {unit}".rstrip())
     return "\n".join(out)

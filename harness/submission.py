@@ -53,6 +53,7 @@ import yaml
 
 from .adapter import JaxFunctional, TorchFunctional
 from .contract import FunctionalError, check_feature_names
+from .errors import HarnessError
 from .io import sha256_file
 
 __all__ = [
@@ -76,7 +77,7 @@ _REQUIRED = ("name", "version", "framework", "entry_point", "authors", "license"
 _OPTIONAL = ("weights", "sha256", "features", "pad_inputs")
 
 
-class SubmissionError(ValueError):
+class SubmissionError(HarnessError, ValueError):
     """A submission folder is malformed or its functional could not be built."""
 
 
@@ -357,6 +358,14 @@ def _load_weights(sub: Submission, kind: str) -> dict:
     if actual != sub.sha256:
         raise SubmissionError(
             f"{path}: sha256 mismatch: {SUBMISSION_FILE} field 'sha256' says {sub.sha256}, the file has {actual}"
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80" or head == b"PK\x03\x04":  # pickle protocol ≥ 2, or torch.save's zip
+        raise SubmissionError(
+            f"{path}: this is a pickle ({'torch.save zip archive' if head == b'PK' + bytes([3, 4]) else 'pickle stream'}),"
+            " not a safetensors file; the harness never unpickles weights (save them with "
+            "safetensors.torch.save_file)"
         )
     try:
         if kind == "torch":

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from harness.errors import HarnessError
 from harness.integrals import MoleculeSetup
 from harness.xc import XCHessian
 
@@ -50,6 +51,8 @@ class TDDFTResult:
     tda: bool = False
     wall_s: float = 0.0
     timings: dict = field(default_factory=dict)
+    #: (nstates,) bool: ω² < 0 (an unstable ground state; ω is then reported as 0), full TDDFT only
+    unstable: torch.Tensor | None = None
 
 
 #: The XC kernel at a ground state: the shared engine's Hessian-vector products.
@@ -443,10 +446,12 @@ def tddft(functional, scf_result, setup: MoleculeSetup, nstates: int = 5, tda: b
         if bool(conv2.all()) or int(conv2.sum()) > int(conv.sum()):
             w, vecs, conv = w2, vecs2, conv2
         iters += iters2
+    unstable = None
     if tda:
         omega = w
         xpy = vecs
     else:
+        unstable = (w < 0).cpu()
         omega = w.clamp(min=0).sqrt()
         xpy = (sq * vecs) / omega.clamp(min=1e-12).sqrt()[:, None]
     # transition dipoles in the length gauge (origin irrelevant: ⟨a|i⟩ = 0)
@@ -460,7 +465,7 @@ def tddft(functional, scf_result, setup: MoleculeSetup, nstates: int = 5, tda: b
     f = (2.0 / 3.0) * omega * (mu * mu).sum(-1)
     return TDDFTResult(
         excitation_energies_eV=omega * HARTREE_EV, oscillator_strengths=f, converged=conv.cpu(),
-        iterations=iters, excitation_energies_Eh=omega, xpy=xpy.reshape(-1, nvir, nocc), tda=tda,
+        iterations=iters, excitation_energies_Eh=omega, xpy=xpy.reshape(-1, nvir, nocc), tda=tda, unstable=unstable,
         wall_s=time.perf_counter() - t_all,
         timings={"kernel_setup_s": t_kernel, "hvp_s": kernel.hvp_s, "products": counter["products"],
                  "hvp_batched": kernel.batched, "hvp_calls": kernel.products, "xc_response": xc_response, "guess_retry": retried,
@@ -470,7 +475,7 @@ def tddft(functional, scf_result, setup: MoleculeSetup, nstates: int = 5, tda: b
     )
 
 
-class TDDFTError(RuntimeError):
+class TDDFTError(HarnessError, RuntimeError):
     """The Davidson solver did not converge (the message names the molecule and the states)."""
 
 
@@ -483,7 +488,7 @@ def excitations_hook(functional, setup: MoleculeSetup, scf_result, record) -> li
     """Metric-6 stage for `harness.evaluate`: the model's lowest singlet excitation energies (eV)
     at its own SCF solution, as many states as the reference holds; None when the reference
     geometry has no excitations (distorted conformers). Raises `TDDFTError` when Davidson does
-    not converge."""
+    not converge or a state is unstable (ω² < 0)."""
     ref = getattr(record, "excitation_energies_eV", None)
     if ref is None or len(ref) == 0:
         return None
@@ -495,6 +500,10 @@ def excitations_hook(functional, setup: MoleculeSetup, scf_result, record) -> li
         raise TDDFTError(f"{setup.name}: TDDFT (Davidson) did not converge for state(s) {bad} within "
                          f"{EXCITATION_METRIC_SETTINGS['max_cycle']} iterations "
                          f"(residual tolerance {EXCITATION_METRIC_SETTINGS['conv_tol']:g})")
+    if r.unstable is not None and bool(r.unstable.any()):
+        bad = [i + 1 for i, u in enumerate(r.unstable.tolist()) if u]
+        raise TDDFTError(f"{setup.name}: unstable TDDFT: omega^2 < 0 for state(s) {bad} (the model's ground state "
+                         "is not a minimum); no excitation energies are reported")
     return [float(e) for e in r.excitation_energies_eV.cpu()]
 
 

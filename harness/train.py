@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.errors import HarnessError
 from harness.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from harness.losses import (
     DEFAULT_SOLVER,
@@ -153,7 +154,7 @@ class TrainConfig:
         }
 
 
-class TrainError(RuntimeError):
+class TrainError(HarnessError, RuntimeError):
     """A training run that cannot start or continue (bad option, checkpoint mismatch)."""
 
 

@@ -11,7 +11,8 @@ One evaluation:
    contraction is done by hand (`harness.features.contract_features`).
 
 Every call checks the functional's output (scalar, floating, finite) and its feature
-gradients (finite); a violation raises `harness.contract.FunctionalError` naming the
+gradients (finite, and present: an E_xc with no gradient is refused as ``no gradient``, never
+scored with V_xc = 0); a violation raises `harness.contract.FunctionalError` naming the
 functional, the molecule and the problem.
 
 For response work, `XCEngine.features_of` and `XCEngine.contract` accept a leading batch
@@ -47,8 +48,15 @@ from harness.contract import (
     feature_name,
     uses_atom_layout,
 )
+from harness.errors import SubmissionFault
 from harness.features import build_features, contract_features
 from harness.integrals import MoleculeSetup
+
+
+#: The problem reported for a functional whose E_xc does not depend on its density features
+#: (a detached torch output, a jax ``stop_gradient``): V_xc would silently be zero.
+NO_GRADIENT = ("no gradient: E_xc does not depend on the density features (dE_xc/dfeatures is missing or "
+               "identically zero; a detached output or stop_gradient?), so V_xc would be zero")
 
 
 def functional_name(functional) -> str:
@@ -149,7 +157,7 @@ class XCEngine:
     def _call(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         try:
             e = self.functional.get_exc(feats)
-        except FunctionalError:
+        except SubmissionFault:
             raise
         except Exception as exc:  # a crashing submission is the submission's error
             raise self._fail(f"get_exc raised {type(exc).__name__}: {exc}") from exc
@@ -172,13 +180,15 @@ class XCEngine:
         leaves = {n: f.requires_grad_(True) for n, f in feats.items()}
         with torch.enable_grad():
             e = self.energy(leaves)
-            if leaves and e.requires_grad:
+            if leaves and not e.requires_grad:
+                raise self._fail(NO_GRADIENT)
+            if leaves:
                 try:
                     grads = torch.autograd.grad(e, list(leaves.values()), allow_unused=True)
                 except Exception as exc:
                     raise self._fail(f"backward through get_exc failed: {type(exc).__name__}: {exc}") from exc
             else:
-                grads = [None] * len(leaves)
+                grads = []
         dE = {}
         for (n, f), g in zip(leaves.items(), grads):
             if g is None:
@@ -190,6 +200,8 @@ class XCEngine:
         bad = [n for n, g in dE.items() if not bool(torch.isfinite(g).all())]
         if bad:
             raise self._fail(f"the derivative of E_xc with respect to {bad} is not finite")
+        if leaves and not any(bool(g.ne(0).any()) for g in dE.values()):
+            raise self._fail(NO_GRADIENT)
         if dE:
             V = self.contract(dE)
         else:
@@ -208,10 +220,9 @@ class XCEngine:
 def default_batched(functional, setup: MoleculeSetup) -> bool:
     """The batching policy for Hessian-vector products: batched for a jax functional (one
     ``jax.vmap``-ed call shares the primal work) and off the CPU; a loop for torch on the
-    CPU, where torch's vmap over a double backward measured slower (docs/performance.md)."""
-    from harness.adapter import JaxFunctional
-
-    return isinstance(functional, JaxFunctional) or setup.device.type != "cpu"
+    CPU, where torch's vmap over a double backward measured slower (docs/performance.md).
+    A functional says which it prefers with ``batched_hvp`` (jax and remote functionals do)."""
+    return bool(getattr(functional, "batched_hvp", False)) or setup.device.type != "cpu"
 
 
 def hessian_vector_products(grads, leaves, tangents, n: int, batched: bool, create_graph: bool = False):
@@ -225,7 +236,7 @@ def hessian_vector_products(grads, leaves, tangents, n: int, batched: bool, crea
             out = torch.autograd.grad(grads, leaves, grad_outputs=tangents, retain_graph=True,
                                       create_graph=create_graph, allow_unused=True, is_grads_batched=True)
             return list(out), True
-        except FunctionalError:
+        except SubmissionFault:
             raise
         except Exception:
             pass

@@ -27,7 +27,8 @@ from harness.molecules import g2_molecule, split_of, to_pyscf
 from harness.reference.build import PlannedGeometry, build_reference
 from harness.reference.settings import ReferenceSettings
 from harness.reference.store import ReferenceSet
-from harness.results import CSV_COLUMNS, STATUS_FAILED, STATUS_OK
+from harness.results import CSV_COLUMNS, check_results
+from harness.status import Status
 from harness.submission import load_functional, submission_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def test_pbe_writes_csv_and_summary_with_every_key(pbe_result, reference):
         rows = list(reader)
     assert [r["key"] for r in rows] == list(KEYS)
     for r in rows:
-        assert r["status"] == STATUS_OK and r["error"] == ""
+        assert r["status"] == Status.OK.value and r["error"] == ""
         assert r["scf_converged_model"] == "true"
         assert r["excitation_mae_eV"] == ""  # metric 6 is not computed yet
         for c in ("energy_error_mEh", "e_rho_mEh", "dipole_error_debye", "density_l2",
@@ -95,8 +96,15 @@ def test_pbe_writes_csv_and_summary_with_every_key(pbe_result, reference):
     assert s["protocol_version"] == harness.PROTOCOL_VERSION and s["split"] == "tiny"
     assert s["n_molecules"] == 2 and s["n_failed"] == 0 and s["converged_fraction"] == 1.0
     assert s["excitation_mae_eV"] is None
+    assert s["summary_format"] == 2 and s["n_split"] == 2 and s["complete"] is True and s["coverage"] == 1.0
+    assert s["excitations_complete"] is None and s["status_counts"]["ok"] == 2
+    check_results(paths)  # the summary names the CSV's sha256
     prov = s["provenance"]
     assert prov["harness_version"] == harness.__version__
+    from harness.provenance import scoring_sha256
+
+    assert prov["scoring_sha256"] == scoring_sha256() and len(prov["settings_sha256"]) == 64
+    assert prov["sandbox"] in ("bwrap", "none") and prov["limits"]["timeout_s"] == 1800.0
     assert set(prov["git"]) == {"commit", "dirty"}
     assert prov["reference"]["manifest_sha256"] == ReferenceSet(reference).manifest_sha256
     assert prov["reference"]["name"] == "g2-b3lyp-svp" and prov["reference"]["version"] == 1
@@ -142,7 +150,7 @@ def test_jax_and_torch_pbe_give_the_same_metrics(pbe_result, reference, tmp_path
     res = evaluate(PBE_JAX, split="tiny", reference=reference, out=tmp_path, progress=False, keys=["HF"])
     (jrow,) = res.rows
     trow = next(r for r in pbe_result.rows if r["key"] == "HF")
-    assert jrow["status"] == STATUS_OK
+    assert jrow["status"] == Status.OK.value
     for m in ("energy_error_mEh", "e_rho_mEh", "dipole_error_debye", "density_l2"):
         assert jrow[m] == pytest.approx(trow[m], abs=1e-6), m
     for m in ("scf_iterations_model", "scf_cycles_model_start", "scf_iter_reduction"):
@@ -180,10 +188,10 @@ def test_killed_evaluation_resumes_with_identical_results(pbe_result, reference,
         proc.wait()
     assert not (out / "pbe" / "tiny" / "summary.json").exists()
     res = evaluate(PBE, split="tiny", reference=reference, out=out, progress=False)
-    assert "H2O" in res.cached and "HF" in res.computed + res.cached
+    assert "H2O" in res.cached and "HF" in res.computed + res.cached, res.rows
     for a, b in zip(res.rows, pbe_result.rows):
         for m in METRICS:
-            assert a[m] == pytest.approx(b[m], **SAME), (a["key"], m)
+            assert a[m] == pytest.approx(b[m], **SAME), (a["key"], m, a["status"], a["error"])
     for k in SUMMARY_METRICS:
         want = pbe_result.summary[k]
         assert res.summary[k] == (want if want is None else pytest.approx(want, **SAME)), k
@@ -192,25 +200,71 @@ def test_killed_evaluation_resumes_with_identical_results(pbe_result, reference,
 
 
 def test_changed_submission_invalidates_the_cache(reference, tmp_path, monkeypatch):
-    sub = tmp_path / "pbe-copy"
-    shutil.copytree(PBE, sub, ignore=shutil.ignore_patterns("__pycache__"))
+    sub = _write_submission(tmp_path / "nan-copy", NAN_SUBMISSION)
     calls = []
+    real = ev.run_scf
 
     def counting_run_scf(*args, **kwargs):
         calls.append(1)
-        raise RuntimeError("stub SCF")
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(ev, "run_scf", counting_run_scf)
-    kw = dict(split="tiny", reference=reference, out=tmp_path / "out", progress=False, keys=["HF"])
+    kw = dict(split="tiny", reference=reference, out=tmp_path / "out", progress=False, keys=["H2O"])
     first = evaluate(sub, **kw)
-    assert len(calls) == 1 and first.rows[0]["status"] == STATUS_FAILED
-    assert "HF" in first.rows[0]["error"] and "stub SCF" in first.rows[0]["error"]
+    assert len(calls) == 1 and first.rows[0]["status"] == Status.FUNCTIONAL_ERROR.value
+    assert "H2O" in first.rows[0]["error"] and "NaN" in first.rows[0]["error"]
     evaluate(sub, **kw)
-    assert len(calls) == 1  # cached (a failed row is a finished result)
+    assert len(calls) == 1  # cached (the functional's failure is a finished result)
     with open(sub / "functional.py", "a") as f:
         f.write("\n# an edit changes the code hash\n")
     again = evaluate(sub, **kw)
-    assert len(calls) == 2 and again.computed == ["HF"]
+    assert len(calls) == 2 and again.computed == ["H2O"]
+
+
+def test_a_harness_error_is_reported_as_such_and_never_cached(reference, tmp_path, monkeypatch):
+    calls = []
+
+    def broken_run_scf(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("stub SCF bug")
+
+    monkeypatch.setattr(ev, "run_scf", broken_run_scf)
+    kw = dict(split="tiny", reference=reference, out=tmp_path / "out", progress=False, keys=["HF"])
+    first = evaluate(PBE, **kw)
+    (row,) = first.rows
+    assert row["status"] == "harness_error" and "stub SCF bug" in row["error"] and "HF" in row["error"]
+    assert first.harness_errors == ["HF"] and first.summary["status_counts"]["harness_error"] == 1
+    evaluate(PBE, **kw)
+    assert len(calls) == 2  # retried, not served from the cache
+
+
+def test_an_edited_scoring_file_invalidates_cached_rows(pbe_result, reference, monkeypatch):
+    import harness.provenance as prov
+
+    monkeypatch.setattr(ev, "scoring_sha256", lambda: "0" * 64)
+    out = pbe_result.paths.root.parents[1]
+    res = evaluate(PBE, split="tiny", reference=reference, out=out / "elsewhere", progress=False, keys=["HF"])
+    assert res.computed == ["HF"]
+    # the real hash reads the files: an edit to a scoring module changes it
+    root = Path(prov.__file__).parent
+    before = prov.scoring_sha256.__wrapped__(root)
+    assert before == prov.scoring_sha256()
+    assert any(p.name == "torch_classic.py" for p in prov.scoring_files(root))
+    assert not any(p.parent.name == "cli" for p in prov.scoring_files(root))
+
+
+def test_summary_and_csv_disagreeing_is_detected(pbe_result, tmp_path):
+    from harness.errors import HarnessError
+    from harness.results import ResultPaths
+
+    root = tmp_path / "copy"
+    shutil.copytree(pbe_result.paths.root, root)
+    paths = ResultPaths(root)
+    check_results(paths)
+    with open(paths.csv, "a") as f:  # as if a rerun was killed after its CSV write
+        f.write("extra,row\n")
+    with pytest.raises(HarnessError, match="per_molecule.csv"):
+        check_results(paths)
 
 
 # ----------------------------------------------------------------------------- failures
@@ -259,10 +313,10 @@ def test_nan_for_one_molecule_is_a_failure_row_and_the_others_are_scored(referen
     sub = _write_submission(tmp_path / "nan-sub", NAN_SUBMISSION)
     res = evaluate(sub, split="tiny", reference=reference, out=tmp_path / "out", progress=False)
     rows = {r["key"]: r for r in res.rows}
-    assert rows["H2O"]["status"] == STATUS_FAILED
+    assert rows["H2O"]["status"] == Status.FUNCTIONAL_ERROR.value
     assert "H2O" in rows["H2O"]["error"] and "NaN" in rows["H2O"]["error"]
     assert rows["H2O"]["energy_error_mEh"] is None
-    assert rows["HF"]["status"] == STATUS_OK
+    assert rows["HF"]["status"] == Status.OK.value
     hf_pbe = next(r for r in pbe_result.rows if r["key"] == "HF")
     assert rows["HF"]["energy_error_mEh"] == pytest.approx(hf_pbe["energy_error_mEh"], abs=1e-6)
     s = res.summary
@@ -271,7 +325,8 @@ def test_nan_for_one_molecule_is_a_failure_row_and_the_others_are_scored(referen
     assert s["energy_mae_mEh"] == pytest.approx(abs(rows["HF"]["energy_error_mEh"]))
     with open(res.paths.csv) as f:
         csv_rows = {r["key"]: r for r in csv.DictReader(f)}
-    assert csv_rows["H2O"]["status"] == "failed" and "NaN" in csv_rows["H2O"]["error"]
+    assert csv_rows["H2O"]["status"] == "functional_error" and "NaN" in csv_rows["H2O"]["error"]
+    assert s["complete"] is False and s["coverage"] == 0.5
 
 
 def test_non_converged_model_scf_gets_no_metrics(reference, tmp_path, monkeypatch):
@@ -330,7 +385,7 @@ def test_example_mlp_loads_verifies_and_evaluates(reference, tmp_path):
     res = evaluate(EXAMPLE, split="tiny", reference=reference, out=tmp_path, progress=False, keys=["HF"])
     (row,) = res.rows
     assert row["key"] == "HF"
-    if row["status"] == STATUS_OK:
+    if row["status"] == Status.OK.value:
         assert abs(row["energy_error_mEh"]) < 2000  # an LDA-like functional, not garbage
         assert row["e_rho_mEh"] > -1e-6
     else:

@@ -195,11 +195,11 @@ def test_cached_ao_numint_gives_pyscf_numbers(monkeypatch):
     from pyscf.dft import numint
 
     from harness.molecules import g2_molecule
-    from harness.reference import compute
+    from harness.reference import compute, rks
 
     mol = g2_molecule("H2O")
     cached = compute.compute_reference(mol, "train", SETTINGS)
-    monkeypatch.setattr(compute, "_cached_numint_class", lambda: numint.NumInt)
+    monkeypatch.setattr(rks, "_cached_numint_class", lambda: numint.NumInt)
     plain = compute.compute_reference(mol, "train", SETTINGS)
     assert abs(cached.energy_Eh - plain.energy_Eh) < 1e-11
     np.testing.assert_allclose(cached.dipole_debye, plain.dipole_debye, atol=1e-10)

@@ -284,3 +284,19 @@ def test_two_submissions_with_same_file_names_do_not_collide(tmp_path):
     (b / "model.py").write_text(ENTRY.replace("torch.ones((), dtype=torch.float64)", "torch.full((), 2.0, dtype=torch.float64)"))
     assert load_functional(a).module.scale.item() == 1.0
     assert load_functional(b).module.scale.item() == 2.0
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_a_pickle_renamed_to_safetensors_is_called_a_pickle(tmp_path, how):
+    import pickle
+
+    folder = write_submission(tmp_path / "s")
+    path = folder / "weights.safetensors"
+    if how == "torch.save":
+        torch.save({"scale": torch.tensor(2.0)}, path)
+    else:
+        path.write_bytes(pickle.dumps({"scale": 2.0}, protocol=4))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    write_submission(folder, weights="weights.safetensors", sha256=sha)
+    with pytest.raises(SubmissionError, match=r"weights\.safetensors: this is a pickle"):
+        load_functional(folder)

@@ -273,9 +273,28 @@ def test_evaluate_records_unconverged_davidson_as_failed(tmp_path, monkeypatch):
     res = evaluate(submissions_dir() / "lda", split="tiny", out=tmp_path, progress=False, keys=["HF"],
                    excitations=td.excitations_hook)
     row = res.rows[0]
-    assert row["status"] == "failed"
+    assert row["status"] == "excitations_failed"
     assert "HF" in row["error"] and "did not converge" in row["error"]
     assert res.summary["failed_molecules"] == ["HF"]
+    # metrics 1-5 are kept, and the result says its excitations are incomplete
+    assert row["energy_error_mEh"] is not None and row["excitation_mae_eV"] is None
+    assert res.summary["energy_mae_mEh"] == pytest.approx(abs(row["energy_error_mEh"]))
+    assert res.summary["excitations_complete"] is False and res.summary["coverage"] == pytest.approx(1 / 6)
+
+
+def test_negative_omega_squared_is_reported_as_unstable(monkeypatch):
+    """Full TDDFT with ω² < 0 (an unstable ground state) is an error, never a 'converged' 0 eV."""
+    from types import SimpleNamespace
+
+    import harness.tddft as td
+
+    fake = td.TDDFTResult(excitation_energies_eV=torch.tensor([0.0, 5.0]), oscillator_strengths=torch.zeros(2),
+                          converged=torch.tensor([True, True]), iterations=3,
+                          unstable=torch.tensor([True, False]))
+    monkeypatch.setattr(td, "tddft", lambda *a, **k: fake)
+    record = SimpleNamespace(excitation_energies_eV=[4.0, 5.0])
+    with pytest.raises(td.TDDFTError, match=r"unstable TDDFT: omega\^2 < 0 for state\(s\) \[1\]"):
+        td.excitations_hook(None, SimpleNamespace(name="X"), None, record)
 
 
 def test_excitations_hook_skips_geometries_without_reference_states():

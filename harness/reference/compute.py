@@ -1,4 +1,9 @@
-"""Compute the stored B3LYP/def2-SVP quantities of one geometry with PySCF (PROTOCOL §1)."""
+"""Compute the stored B3LYP/def2-SVP quantities of one geometry with PySCF (PROTOCOL §1).
+
+The PySCF RKS object itself (`make_rks`, re-exported here) lives in `harness.reference.rks`,
+below this module and `harness.reference.di_targets`, which both use it: the record here holds
+DI targets, so di_targets must not import this module.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.molecules import Molecule, to_pyscf
+from harness.reference.rks import make_rks
 from harness.reference.settings import ReferenceSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.reference.di_targets import DITargets
 
 
-class ReferenceComputeError(RuntimeError):
+class ReferenceComputeError(HarnessError, RuntimeError):
     """PySCF failed to produce a converged reference for a geometry."""
 
 
@@ -54,62 +61,6 @@ class ReferenceRecord:
             self.name, tuple(self.symbols), np.asarray(self.positions_angstrom),
             int(self.charge), int(self.spin), self.source, int(self.conformer),
         )
-
-
-def _cached_numint_class():
-    from pyscf.dft import numint
-
-    class CachedAONumInt(numint.NumInt):
-        """PySCF's NumInt that keeps the AO values of each grid block between calls.
-
-        The numbers are PySCF's own (the same ``eval_ao`` call, made once); only the repeated
-        evaluation in every SCF cycle and every TDDFT product is saved. The cache is bounded
-        by ``max_cache_bytes``; past it, blocks are evaluated as usual.
-        """
-
-        max_cache_bytes = 3 * 1024**3
-
-        def block_loop(self, mol, grids, nao=None, deriv=0, max_memory=2000, non0tab=None, blksize=None, buf=None):
-            if non0tab is not None or buf is not None or deriv > 1:
-                yield from super().block_loop(mol, grids, nao, deriv, max_memory, non0tab, blksize, buf)
-                return
-            cache = self.__dict__.setdefault("_ao_cache", {})
-            key = (nao, deriv, blksize)
-            hit = cache.get(key)
-            # the cached blocks belong to one molecule and one grid array (held, so never stale)
-            if hit is not None and hit[0] is mol and hit[1] is grids.coords:
-                yield from hit[2]
-                return
-            blocks, size = [], 0
-            for ao, mask, weight, coords in super().block_loop(mol, grids, nao, deriv, max_memory, None, blksize, None):
-                size += ao.nbytes
-                if blocks is not None and size <= self.max_cache_bytes:
-                    blocks.append((ao.copy(order="K"), mask, weight, coords))
-                else:
-                    blocks = None
-                yield ao, mask, weight, coords
-            if blocks is not None:
-                cache[key] = (mol, grids.coords, blocks)
-
-    return CachedAONumInt
-
-
-def make_rks(pmol, settings: ReferenceSettings, conv_tol: float | None = None):
-    """A PySCF RKS object with the reference settings (grid level, xc, exact JK).
-
-    AO values on the grid are cached across SCF cycles and TDDFT products (same numbers,
-    less time)."""
-    from pyscf import dft
-
-    mf = dft.RKS(pmol, xc=settings.xc)
-    mf._numint = _cached_numint_class()()
-    mf.grids.level = settings.grid_level
-    mf.conv_tol = settings.conv_tol if conv_tol is None else conv_tol
-    mf.init_guess = settings.init_guess
-    mf.verbose = 0
-    if settings.density_fitting:  # pragma: no cover - v1 uses exact J and K
-        mf = mf.density_fit()
-    return mf
 
 
 def b3lyp_cycles(pmol, settings: ReferenceSettings, dm0=None) -> tuple[int, bool, object]:

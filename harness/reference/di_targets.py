@@ -36,6 +36,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.linalg import expm
 
+from harness.molecules import to_pyscf
+from harness.reference.rks import make_rks
+from harness.reference.settings import ReferenceSettings
+
 #: Version of the DI-target definition and storage layout (stored with the data).
 DI_FORMAT_VERSION = 1
 #: One-line statement of the parametrisation, stored with the data.
@@ -186,7 +190,7 @@ def point_quantities(mf, C: np.ndarray, mo_occ: np.ndarray, probes: np.ndarray):
 def compute_di_targets(mf, settings: DISettings = DISettings(), key: str | None = None,
                        mo_coeff: np.ndarray | None = None, mo_occ: np.ndarray | None = None) -> DITargets:
     """DI targets of one geometry with the PySCF mean-field object ``mf`` (for the reference:
-    `harness.reference.compute.make_rks`, B3LYP, exact J/K, level-3 grid).
+    `harness.reference.rks.make_rks`, B3LYP, exact J/K, level-3 grid).
 
     ``mo_coeff``/``mo_occ``: the reference orbitals (default ``mf.mo_coeff``/``mf.mo_occ``,
     i.e. a converged ``mf``). ``key`` (the geometry key) seeds the random draws together
@@ -216,10 +220,6 @@ def compute_di_targets(mf, settings: DISettings = DISettings(), key: str | None 
 def di_targets_for_record(record, settings: DISettings = DISettings(), reference_settings=None) -> DITargets:
     """DI targets of a stored `ReferenceRecord` at its stored orbitals (no new SCF), with the
     reference settings (default `ReferenceSettings()`)."""
-    from harness.molecules import to_pyscf
-    from harness.reference.compute import make_rks
-    from harness.reference.settings import ReferenceSettings
-
     rs = reference_settings or ReferenceSettings()
     mf = make_rks(to_pyscf(record.molecule, rs.basis), rs)
     return compute_di_targets(mf, settings, key=record.key, mo_coeff=record.mo_coeff, mo_occ=record.mo_occ)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.reference.errors import ReferenceDataError
+
 #: Folder of the bundled reference data (test and tiny splits), at the repository root.
 BUNDLED_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reference_data" / "g2-b3lyp-svp-v1"
 
@@ -13,8 +15,6 @@ BUNDLED_MANIFEST_SHA256 = "2f4f3eaa45a32cf8b1da10e53072324bf97cc0c0aa3c62194c6fd
 
 def check_manifest(root: str | Path, manifest_sha256: str) -> None:
     """Refuse a bundled manifest whose sha256 differs from the pin. Other folders are not pinned."""
-    from harness.reference.store import ReferenceDataError
-
     if Path(root).resolve() != BUNDLED_REFERENCE_DIR:
         return
     if BUNDLED_MANIFEST_SHA256 != manifest_sha256:

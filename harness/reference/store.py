@@ -13,7 +13,9 @@ fields, ``xc``, ``format_version`` and ``parametrisation``). It lives in the sam
 the file's sha256 in the manifest covers it. Files without the group read back with
 ``record.di = None``.
 
-The bundled set's manifest is itself pinned by sha256 in `harness.reference.pins`.
+The bundled set's manifest is itself pinned by sha256 in `harness.reference.pins`. Reading a
+folder that is not a valid reference raises `ReferenceDataError` (defined in
+`harness.reference.errors`, which both this module and the pins import).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import numpy as np
 import yaml
 
 from harness.io import atomic_path, atomic_write_yaml, sha256_file
+from harness.reference import pins
 from harness.reference.compute import ReferenceRecord
 from harness.reference.di_targets import DI_FORMAT_VERSION, DI_PARAMETRISATION, DISettings, DITargets
+from harness.reference.errors import ReferenceDataError
 from harness.reference.settings import ReferenceSettings
 
 FILE_FORMAT_VERSION = 1
@@ -44,10 +48,6 @@ _SCALARS = (
 )
 DI_GROUP = "di"
 _DI_ARRAYS = ("kappa", "energy_Eh", "gradient", "probes", "hvp")
-
-
-class ReferenceDataError(RuntimeError):
-    """A reference file or manifest is missing, corrupt or inconsistent. The message names the file."""
 
 
 def write_record(record: ReferenceRecord, path: str | Path) -> None:
@@ -171,8 +171,6 @@ class ReferenceSet:
     """A verified reference folder. Every file's sha256 is checked before it is read."""
 
     def __init__(self, root: str | Path, check_pin: bool = True):
-        from harness.reference import pins
-
         self.root = Path(root)
         self.manifest_path = self.root / MANIFEST_NAME
         if not self.manifest_path.is_file():
@@ -187,6 +185,12 @@ class ReferenceSet:
             self.settings = ReferenceSettings.from_dict(self.header["settings"])
         except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ReferenceDataError(f"{self.manifest_path}: malformed manifest ({exc})") from exc
+        for what, values in (("key", [e.key for e in self.entries]), ("file", [e.file for e in self.entries])):
+            seen: set = set()
+            dups = sorted({v for v in values if v in seen or seen.add(v)})
+            if dups:  # a molecule listed twice would be scored (and counted) twice
+                raise ReferenceDataError(f"{self.manifest_path}: duplicate geometry {what}(s) {dups}; each geometry "
+                                         "is listed once")
         self._by_key = {e.key: e for e in self.entries}
 
     def __len__(self) -> int:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,17 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(spec: str):
-    from harness.cli import HarnessError
-
+    """A submission folder (run in its own sandboxed process, `harness.remote`) or the name of a
+    built-in functional (run here)."""
     path = Path(spec)
     if path.exists():
+        from harness.remote import RemoteFunctional
+
         try:
-            from harness.submission import load_functional
-        except ImportError as exc:  # pragma: no cover - the submission module ships with the harness
-            raise HarnessError(f"cannot load submissions: {exc}") from exc
-        try:
-            return load_functional(path)
-        except Exception as exc:
+            return RemoteFunctional(path).start()
+        except HarnessError as exc:
             raise HarnessError(f"{spec}: {exc}") from exc
     from harness.functionals import TORCH_FUNCTIONALS
 
@@ -52,7 +52,6 @@ def _load(spec: str):
 def run(args) -> int:
     import torch
 
-    from harness.cli import HarnessError
     from harness.contract import FunctionalError
     from harness.molecules import MoleculeError, resolve_molecule
     from harness.scf import run_scf

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 
 SPLIT_CHOICES = ("test", "tiny", "val", "train")
@@ -43,6 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-excitations", action="store_true",
                    help="skip metric 6 (the model's TDDFT excitation energies against TD-B3LYP); "
                    "faster, and excitation_mae_eV stays empty")
+    p.add_argument("--timeout-s", type=float, default=1800.0, metavar="S",
+                   help="wall-time limit per molecule, SCF and TDDFT together (default: %(default)g s); "
+                   "a molecule past it gets status 'timeout'")
+    p.add_argument("--memory-gb", type=float, default=None, metavar="GB",
+                   help="resident-memory limit of the functional's process (default: 75%% of this machine's "
+                   "memory); past it the molecule gets status 'memory'")
+    p.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default="auto",
+                   help="how the submission's code is isolated: 'bwrap' (no network, read-only filesystem, "
+                   "no reference data or results visible), 'none' (a separate process only), or 'auto': "
+                   "bwrap where it works (default: %(default)s; recorded in summary.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no table, only the file paths")
     p.set_defaults(func=run_evaluate)
 
@@ -53,11 +65,9 @@ def one_line(message: str) -> str:
 
 
 def run_evaluate(args) -> int:
-    from harness.cli import HarnessError
-    from harness.evaluate import EvaluationError, evaluate
-    from harness.reference.store import ReferenceDataError
+    from harness.evaluate import EvaluationError, default_memory_gb, evaluate
+    from harness.remote import Limits
     from harness.results import render_report
-    from harness.submission import SubmissionError
     from harness.tddft import excitations_hook
 
     try:
@@ -66,8 +76,11 @@ def run_evaluate(args) -> int:
             device=args.device, workers=args.workers, progress=not args.quiet,
             keys=args.molecule, recompute=args.recompute,
             excitations=None if args.no_excitations else excitations_hook,
+            limits=Limits(timeout_s=args.timeout_s,
+                          memory_gb=args.memory_gb if args.memory_gb is not None else default_memory_gb()),
+            sandbox=args.sandbox,
         )
-    except (SubmissionError, ReferenceDataError, EvaluationError) as exc:
+    except HarnessError as exc:
         raise HarnessError(one_line(str(exc))) from exc
     if not args.quiet:
         print(render_report(result.summary, result.rows))
@@ -77,4 +90,9 @@ def run_evaluate(args) -> int:
           f"wall {s['wall_s']['total']:.1f} s")
     print(f"wrote {result.paths.csv}")
     print(f"wrote {result.paths.summary}")
+    if result.harness_errors:
+        print(f"error: the harness itself failed on {len(result.harness_errors)} molecule(s) "
+              f"({', '.join(result.harness_errors)}); they are not cached: rerun the same command to retry",
+              file=sys.stderr)
+        return 1
     return 0

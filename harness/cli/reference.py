@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 
 DEFAULT_BUILD_DIR = Path("reference_data") / "build" / "g2-b3lyp-svp-v1"
@@ -85,7 +86,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_build(args) -> int:
-    from harness.cli import HarnessError
     from harness.molecules import MoleculeError, read_xyz_folder
     from harness.reference.build import build_reference, plan_geometries
     from harness.reference.settings import ReferenceSettings
@@ -117,7 +117,6 @@ def run_build(args) -> int:
 
 
 def run_verify(args) -> int:
-    from harness.cli import HarnessError
     from harness.reference.store import ReferenceDataError, ReferenceSet
     from harness.reference.verify import verify_reference
 
@@ -140,7 +139,6 @@ def run_verify(args) -> int:
 
 
 def run_show(args) -> int:
-    from harness.cli import HarnessError
     from harness.reference.show import g2_table, reference_table, render_table
     from harness.reference.store import ReferenceDataError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.train import ARCH_CHOICES, LOSS_CHOICES, PRESETS
 
 
@@ -42,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args) -> int:
-    from harness.cli import HarnessError
     from harness.contract import FunctionalError
     from harness.reference.store import ReferenceDataError
     from harness.train import TrainConfig, TrainError, train

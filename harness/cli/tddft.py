@@ -6,6 +6,8 @@ import argparse
 import json
 import time
 
+from harness.errors import HarnessError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,12 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args) -> int:
     import torch
 
-    from harness.cli import HarnessError
     from harness.contract import FunctionalError
     from harness.integrals import build_setup
     from harness.molecules import MoleculeError, resolve_molecule
     from harness.scf import needs_of, run_scf
-    from harness.scf_cli import _load
+    from harness.cli.scf import _load
     from harness.tddft import tddft
 
     if args.nstates < 1:

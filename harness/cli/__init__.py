@@ -1,4 +1,15 @@
-"""The ``harness`` command line. Each stage registers its own sub-commands (see COMMAND_MODULES)."""
+"""The ``harness`` command line: one module of this package per sub-command.
+
+Each module in `COMMAND_MODULES` defines ``register(subparsers)``, which adds its sub-command
+and sets ``func``; its heavy imports (torch, PySCF, the stage itself) stay inside the run
+function, so ``harness --help`` stays fast. The modules are imported by name in
+`build_parser`, never at the top of this file: a sub-command module may then import a
+neighbour (``harness.cli.tddft`` reuses ``harness.cli.scf``) without an import cycle through
+this ``__init__``. Helpers shared by several sub-commands live in the module that owns them.
+
+Every error the harness raises on purpose derives from `harness.errors.HarnessError`;
+`main` prints it as one line (``error: ...``) and exits with status 1.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +18,16 @@ import importlib
 import sys
 
 import harness
+from harness.errors import HarnessError
 
 #: Modules that add sub-commands; each defines ``register(subparsers)``.
 COMMAND_MODULES = (
-    "harness.reference.cli",
-    "harness.scf_cli",
-    "harness.evaluate_cli",
-    "harness.tddft_cli",
-    "harness.train_cli",
-    "harness.leaderboard_cli",
+    "harness.cli.reference",
+    "harness.cli.scf",
+    "harness.cli.evaluate",
+    "harness.cli.tddft",
+    "harness.cli.train",
+    "harness.cli.leaderboard",
 )
 
 DESCRIPTION = """\
@@ -23,10 +35,6 @@ xc-harness scores machine-learned exchange-correlation functionals against
 B3LYP/def2-SVP reference data (reference set g2-b3lyp-svp v1).
 
 Run 'harness COMMAND --help' for the options of each command."""
-
-
-class HarnessError(Exception):
-    """An error the CLI reports as one clear line and exit status 1."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,5 +64,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+__all__ = ["COMMAND_MODULES", "DESCRIPTION", "HarnessError", "build_parser", "main"]

@@ -5,22 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 PUBLISH_DESCRIPTION = """\
 Collect every RESULTS/<submission>/<split>/summary.json written by 'harness evaluate',
 check it against the current repository and publish the ranking.
 
-A summary is ranked only when
-  * its protocol version and reference-manifest sha256 match the bundled reference set
-    (otherwise it is stale: re-run 'harness evaluate');
-  * the files in SUBMISSIONS/<submission> still hash to the sha256 recorded at evaluation
-    time (otherwise stale);
-  * it is complete: the whole split was scored (no --molecule subset) and every
-    required key is present (otherwise refused).
+A summary is ranked only when it is current and complete (docs/protocol.md, section 4):
+  * stale (re-run 'harness evaluate') when its protocol version, reference-manifest sha256,
+    submission files (SUBMISSIONS/<submission>), harness scoring code or evaluation
+    settings differ from the current repository;
+  * refused when it is malformed: a --molecule subset, counts that do not add up, a missing
+    key, or a per_molecule.csv whose sha256 is not the summary's csv_sha256;
+  * partial when some molecules of the split have no metrics (they failed, timed out,
+    crashed): listed below the ranked results with their coverage, never ranked.
 Stale and refused summaries are listed with a one-line reason in a separate section.
 
 Each split gets its own table, ranked by total-energy MAE (mEh, ascending; the primary
-metric of docs/protocol.md), with E_rho mean (mEh), dipole MAE (D), L2 density error,
-SCF-iteration reduction, excitation MAE (eV), failed molecules and evaluation wall time (s).
+metric of the metric registry), with the other registered metrics, failed molecules, the
+sandbox the submission ran in and the evaluation wall time (s).
 
 Writes, atomically and deterministically (same inputs give byte-identical files):
   OUT/README.md        Markdown tables, the stale/refused list and a legend
@@ -58,7 +61,6 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
 
 
 def run_publish(args) -> int:
-    from harness.cli import HarnessError
     from harness.leaderboard import LeaderboardError, publish
 
     try:
@@ -69,7 +71,7 @@ def run_publish(args) -> int:
     n_stale = sum(1 for r in result.refusals if r.kind == "stale")
     n_refused = len(result.refusals) - n_stale
     print(f"ranked {result.n_ranked} result(s)" + (f" ({per_split})" if per_split else "")
-          + f"; {n_stale} stale, {n_refused} refused")
+          + f"; {result.n_partial} partial (unranked), {n_stale} stale, {n_refused} refused")
     for r in result.refusals:
         print(f"  {r.line}")
     for f in result.files:
