@@ -16,21 +16,15 @@ import math
 from pathlib import Path
 
 from harness.io import atomic_write_text
+from harness.metric_registry import LEADERBOARD_METRICS, Metric
 
 ARCHS = ("xcdiff", "nagai", "nlmp", "egxc")
 LOSSES = ("ed", "di")
 START = "<!-- reproduction-table:start -->"
 END = "<!-- reproduction-table:end -->"
 
-#: (summary key, column title, format, lower is better)
-METRICS = (
-    ("energy_mae_mEh", "energy MAE (mEh)", ".2f", True),
-    ("e_rho_mean_mEh", "E_ρ mean (mEh)", ".3f", True),
-    ("dipole_mae_debye", "dipole MAE (D)", ".4f", True),
-    ("density_l2_mean", "L2 density error", ".2e", True),
-    ("scf_iter_reduction_mean", "SCF-iteration reduction", ".3f", False),
-    ("excitation_mae_eV", "excitation MAE (eV)", ".3f", True),
-)
+#: The table's metrics: the leaderboard's, from the one registry (titles, units, formats).
+METRICS: tuple[Metric, ...] = LEADERBOARD_METRICS
 
 #: The paper's headline numbers (arXiv 2606.04279), for the side-by-side column.
 PAPER = {
@@ -71,7 +65,7 @@ def _pct(v) -> str:
 
 def render_table(summaries: dict[tuple[str, str], dict]) -> str:
     """Markdown: the metric table, then the E+D → DI relative changes with their average."""
-    lines = ["| model | " + " | ".join(t for _, t, _, _ in METRICS) + " | failed |",
+    lines = ["| model | " + " | ".join(m.header for m in METRICS) + " | failed |",
              "|---|" + "---|" * (len(METRICS) + 1)]
     for arch in ARCHS:
         for loss in LOSSES:
@@ -79,25 +73,26 @@ def render_table(summaries: dict[tuple[str, str], dict]) -> str:
             if s is None:
                 lines.append(f"| {arch}-{loss} | " + " | ".join("—" for _ in METRICS) + " | (not evaluated) |")
                 continue
-            cells = [_fmt(s.get(k), f) for k, _, f, _ in METRICS]
+            cells = [_fmt(s.get(m.key), m.fmt) for m in METRICS]
             lines.append(f"| {arch}-{loss} | " + " | ".join(cells) + f" | {s.get('n_failed', '—')} |")
+    higher = ", ".join(m.title for m in METRICS if m.better == "higher") or "none"
     lines += ["", "Relative change from E+D to DI, (DI − E+D) / |E+D| (negative is better for every column "
-              "except the SCF-iteration reduction, where positive is better):", "",
-              "| architecture | " + " | ".join(t for _, t, _, _ in METRICS) + " |",
+              f"except where higher is better: {higher}):", "",
+              "| architecture | " + " | ".join(m.header for m in METRICS) + " |",
               "|---|" + "---|" * len(METRICS)]
-    per_metric: dict[str, list[float]] = {k: [] for k, *_ in METRICS}
+    per_metric: dict[str, list[float]] = {m.key: [] for m in METRICS}
     for arch in ARCHS:
         ed, di = summaries.get((arch, "ed")), summaries.get((arch, "di"))
         cells = []
-        for k, *_ in METRICS:
-            r = relative_change(ed.get(k) if ed else None, di.get(k) if di else None)
+        for m in METRICS:
+            r = relative_change(ed.get(m.key) if ed else None, di.get(m.key) if di else None)
             if r is not None:
-                per_metric[k].append(r)
+                per_metric[m.key].append(r)
             cells.append(_pct(r))
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
-    avg = [_pct(sum(v) / len(v)) if v else "—" for v in (per_metric[k] for k, *_ in METRICS)]
+    avg = [_pct(sum(v) / len(v)) if v else "—" for v in (per_metric[m.key] for m in METRICS)]
     lines.append("| **uniform average** | " + " | ".join(avg) + " |")
-    lines.append("| paper (arXiv 2606.04279) | " + " | ".join(PAPER[k] for k, *_ in METRICS) + " |")
+    lines.append("| paper (arXiv 2606.04279) | " + " | ".join(PAPER.get(m.key, "—") for m in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 

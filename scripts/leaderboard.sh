@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Re-evaluate submissions on the test split and regenerate the committed leaderboard from them.
+#
+#   scripts/leaderboard.sh [SUBMISSION ...]   (default: every folder in submissions/ but skala-1.0,
+#                                              whose test split takes hours: name it to include it)
+#
+# Resumable: 'harness evaluate' caches every finished molecule, so rerun the same command after an
+# interruption. Each result's summary.json and per_molecule.csv are copied together into
+# leaderboard/results/<name>/test/ (they are one unit: the summary names the CSV's sha256), then
+# 'harness leaderboard publish --results leaderboard/results' rewrites leaderboard/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+if [ "$#" -gt 0 ]; then
+    names=("$@")
+else
+    names=()
+    for d in submissions/*/; do
+        n=$(basename "$d")
+        [ "$n" = "skala-1.0" ] || names+=("$n")
+    done
+fi
+for n in "${names[@]}"; do
+    echo "== evaluate submissions/$n on the test split"
+    "$PY" -m harness.cli evaluate "submissions/$n" --split test --quiet --out results
+    mkdir -p "leaderboard/results/$n/test"
+    cp "results/$n/test/per_molecule.csv" "results/$n/test/summary.json" "leaderboard/results/$n/test/"
+done
+"$PY" -m harness.cli leaderboard publish --results leaderboard/results
