@@ -5,7 +5,7 @@ against the same functional imported into the harness's process, in one run.
     python benchmarks/bench_boundary.py --split tiny --no-excitations
     python benchmarks/bench_boundary.py --submission submissions/pbe-jax --repeat 2
 
-For every molecule of the split, `harness.evaluate.evaluate_molecule` runs twice, back to back
+For every molecule of the split, `harness.pipeline.evaluate_molecule` runs twice, back to back
 and in alternating order (so drift of a shared machine hits both alike): once with
 `harness.remote.RemoteFunctional` (what ``harness evaluate`` does) and once with the
 in-process adapter from `harness.submission.load_functional`. It prints the per-molecule and

@@ -17,7 +17,7 @@ Aggregation rules (statuses: `harness.status`):
 * ``fraction`` metrics count over every molecule scored.
 
 Whether the result covers the split is the summary's ``coverage`` / ``complete`` (see
-`harness.evaluate.summarize`); a mean over part of a split does not rank (docs/protocol.md).
+`harness.pipeline.summarize`); a mean over part of a split does not rank (docs/protocol.md).
 """
 
 from __future__ import annotations

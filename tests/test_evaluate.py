@@ -20,6 +20,7 @@ import pytest
 
 import harness
 from harness import evaluate as ev
+from harness import pipeline
 from harness.cli import main as cli_main
 from harness.evaluate import evaluate
 from harness.metrics import MILLIHARTREE_PER_HARTREE
@@ -99,6 +100,14 @@ def test_pbe_writes_csv_and_summary_with_every_key(pbe_result, reference):
     assert s["summary_format"] == 2 and s["n_split"] == 2 and s["complete"] is True and s["coverage"] == 1.0
     assert s["excitations_complete"] is None and s["status_counts"]["ok"] == 2
     check_results(paths)  # the summary names the CSV's sha256
+    from harness import summary_schema
+
+    assert summary_schema.problems(s) == []  # the typed schema the leaderboard reads
+    broken = json.loads(json.dumps(s))
+    broken["coverage"], broken["provenance"]["sandbox"] = "all", "docker"
+    del broken["provenance"]["limits"]
+    found = " ".join(summary_schema.problems(broken))
+    assert "'coverage' is str" in found and "docker" in found and "provenance.limits" in found
     prov = s["provenance"]
     assert prov["harness_version"] == harness.__version__
     from harness.provenance import scoring_sha256
@@ -161,7 +170,7 @@ def test_jax_and_torch_pbe_give_the_same_metrics(pbe_result, reference, tmp_path
 
 
 def test_rerun_recomputes_nothing(pbe_result, reference, monkeypatch):
-    monkeypatch.setattr(ev, "run_scf", _fail_if_called)
+    monkeypatch.setattr(pipeline, "run_scf", _fail_if_called)
     out = pbe_result.paths.root.parents[1]
     res = evaluate(PBE, split="tiny", reference=reference, out=out, progress=False)
     assert res.computed == [] and res.cached == list(KEYS)
@@ -202,13 +211,13 @@ def test_killed_evaluation_resumes_with_identical_results(pbe_result, reference,
 def test_changed_submission_invalidates_the_cache(reference, tmp_path, monkeypatch):
     sub = _write_submission(tmp_path / "nan-copy", NAN_SUBMISSION)
     calls = []
-    real = ev.run_scf
+    real = pipeline.run_scf
 
     def counting_run_scf(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "run_scf", counting_run_scf)
+    monkeypatch.setattr(pipeline, "run_scf", counting_run_scf)
     kw = dict(split="tiny", reference=reference, out=tmp_path / "out", progress=False, keys=["H2O"])
     first = evaluate(sub, **kw)
     assert len(calls) == 1 and first.rows[0]["status"] == Status.FUNCTIONAL_ERROR.value
@@ -228,7 +237,7 @@ def test_a_harness_error_is_reported_as_such_and_never_cached(reference, tmp_pat
         calls.append(1)
         raise RuntimeError("stub SCF bug")
 
-    monkeypatch.setattr(ev, "run_scf", broken_run_scf)
+    monkeypatch.setattr(pipeline, "run_scf", broken_run_scf)
     kw = dict(split="tiny", reference=reference, out=tmp_path / "out", progress=False, keys=["HF"])
     first = evaluate(PBE, **kw)
     (row,) = first.rows
@@ -251,6 +260,8 @@ def test_an_edited_scoring_file_invalidates_cached_rows(pbe_result, reference, m
     assert before == prov.scoring_sha256()
     assert any(p.name == "torch_classic.py" for p in prov.scoring_files(root))
     assert not any(p.parent.name == "cli" for p in prov.scoring_files(root))
+    assert any(p.name == "pipeline.py" for p in prov.scoring_files(root))
+    assert not any(p.name == "evaluate.py" for p in prov.scoring_files(root))
 
 
 def test_summary_and_csv_disagreeing_is_detected(pbe_result, tmp_path):
@@ -330,13 +341,13 @@ def test_nan_for_one_molecule_is_a_failure_row_and_the_others_are_scored(referen
 
 
 def test_non_converged_model_scf_gets_no_metrics(reference, tmp_path, monkeypatch):
-    real = ev.run_scf
+    real = pipeline.run_scf
 
     def three_cycles(*args, **kwargs):
         kwargs["max_cycle"] = 3
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "run_scf", three_cycles)
+    monkeypatch.setattr(pipeline, "run_scf", three_cycles)
     res = evaluate(PBE, split="tiny", reference=reference, out=tmp_path, progress=False, keys=["HF"])
     (row,) = res.rows
     assert row["status"] == "not_converged" and row["scf_converged_model"] is False

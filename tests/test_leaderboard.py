@@ -111,6 +111,9 @@ def write_result(results: Path, subs: Path, name: str, rows: list[dict], *, subs
         "n_split": N_SPLIT,
         "n_molecules": len(rows),
         "n_failed": len(rows) - counts["ok"],
+        "n_not_converged": counts["not_converged"],
+        "model_scf_iterations_mean": None,
+        "model_scf_iterations_max": None,
         "status_counts": counts,
         "failed_molecules": [r["key"] for r in rows if r["status"] != "ok"],
         "coverage": covered / N_SPLIT,
@@ -323,7 +326,7 @@ def test_cli_reports_ranked_results_only(work, capsys):
     rc = cli_main(["leaderboard", "publish", "--results", str(work / "results"),
                    "--submissions", str(work / "submissions"), "--out", str(work / "board")])
     assert rc == 0
-    assert f"ranked 3 result(s) ({SPLIT}: 3); 0 stale, 0 refused" in capsys.readouterr().out
+    assert f"ranked 3 result(s) ({SPLIT}: 3); 1 partial (unranked), 0 stale, 0 refused" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------- excitations
@@ -527,7 +530,7 @@ def test_csv_missing_a_molecule_is_refused_even_with_a_matching_hash(work):
         (lambda d: d["status_counts"].update(ok=5, timeout=1), "'n_failed' is 0"),
         (lambda d: d.update(coverage=0.5), "'coverage' is 0.5"),
         (lambda d: d.update(complete=False), "inconsistent: 'complete' is False"),
-        (lambda d: d.update(energy_mae_mEh="fast"), "expected a number or null"),
+        (lambda d: d.update(energy_mae_mEh="fast"), "expected float or null"),
         (lambda d: d["wall_s"].pop("molecules_sum"), "wall_s.molecules_sum"),
         (lambda d: d["provenance"].update(sandbox="docker"), "'provenance.sandbox' is 'docker'"),
         (lambda d: d.update(summary_format=3), "summary_format 3 is newer"),
@@ -661,7 +664,7 @@ def test_cli_publish_prints_counts_and_reasons(work, capsys):
                    "--submissions", str(work / "submissions"), "--out", str(work / "board")])
     out = capsys.readouterr().out
     assert rc == 0
-    assert f"ranked 3 result(s) ({SPLIT}: 3); 0 stale, 1 refused" in out
+    assert f"ranked 3 result(s) ({SPLIT}: 3); 0 partial (unranked), 0 stale, 1 refused" in out
     assert "results/pbe/tiny/summary.json: refused: incomplete" in out
     assert (work / "board" / "index.html").is_file()
 

@@ -65,7 +65,7 @@ def one_line(message: str) -> str:
 
 
 def run_evaluate(args) -> int:
-    from harness.evaluate import EvaluationError, default_memory_gb, evaluate
+    from harness.evaluate import default_memory_gb, evaluate
     from harness.remote import Limits
     from harness.results import render_report
     from harness.tddft import excitations_hook

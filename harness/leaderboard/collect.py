@@ -41,15 +41,16 @@ from typing import Any, Iterable, Mapping
 import harness
 from harness import metric_registry as registry
 from harness import provenance
+from harness import summary_schema as schema
 from harness.errors import HarnessError
 from harness.status import STATUSES, Status
 
 SUMMARY_NAME = "summary.json"
 PER_MOLECULE_NAME = "per_molecule.csv"
-#: The ``summary_format`` this leaderboard reads; older summaries are stale.
-SUMMARY_FORMAT = 2
-#: Values of ``provenance.sandbox``.
-SANDBOXES = ("bwrap", "none")
+#: The ``summary_format`` this leaderboard reads (older summaries are stale) and the values of
+#: ``provenance.sandbox``: both from the one summary schema.
+SUMMARY_FORMAT = schema.SUMMARY_FORMAT
+SANDBOXES = schema.SANDBOXES
 
 #: Order of split sections; any other split follows alphabetically.
 SPLIT_ORDER = ("test", "val", "train", "tiny")
@@ -159,15 +160,15 @@ def nullable_metrics() -> tuple[str, ...]:
 
 
 def required_keys() -> tuple[str, ...]:
-    """Top-level keys of a ``summary_format`` 2 summary that the leaderboard reads."""
-    return ("summary_format", "submission", "split", "protocol_version", "subset", *metric_keys(),
-            "n_split", "n_molecules", "n_failed", "status_counts", "failed_molecules", "coverage",
-            "complete", "excitations_complete", "csv_sha256", "provenance", "wall_s")
+    """Top-level keys of a summary (`harness.summary_schema.FIELDS`)."""
+    return tuple(f.key for f in schema.FIELDS if "." not in f.key)
 
 
-#: Keys under ``provenance`` that a ``summary_format`` 2 summary has.
-PROVENANCE_KEYS: tuple[str, ...] = ("sandbox", "limits", "scoring_sha256", "evaluation_settings",
-                                    "settings_sha256")
+#: Keys directly under ``provenance`` that format 2 added (the schema's, less the reference and
+#: submission blocks every format had).
+PROVENANCE_KEYS: tuple[str, ...] = tuple(
+    f.key.split(".")[1] for f in schema.FIELDS
+    if f.key.count(".") == 1 and f.key.startswith("provenance.") and f.key.split(".")[1] not in ("reference", "submission"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -396,11 +397,13 @@ def validate_summary(
         if fmt > SUMMARY_FORMAT:
             raise _Refuse(REFUSED, f"summary_format {fmt} is newer than this harness reads ({SUMMARY_FORMAT})")
 
-        # --- complete and well-formed
-        missing = [k for k in required_keys() if k not in data]
-        missing += [f"provenance.{k}" for k in PROVENANCE_KEYS if _get(data, "provenance", k) is _ABSENT]
+        # --- complete and well-formed (the typed schema evaluate writes)
+        missing = schema.missing(data)
         if missing:
             raise _Refuse(REFUSED, f"incomplete: missing key(s) {', '.join(missing)}")
+        bad = schema.problems(data)
+        if bad:
+            raise _Refuse(REFUSED, "; ".join(bad))
         prov = data["provenance"]
         if data["submission"] != folder_name:
             raise _Refuse(REFUSED, f"'submission' is {data['submission']!r} but the folder is {folder_name!r}")
