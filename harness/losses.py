@@ -64,6 +64,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -202,15 +203,26 @@ def frozen(module):
             p.requires_grad_(True)
 
 
+class CGResult(NamedTuple):
+    """Result of `conjugate_gradient`: the solution, iterations, the relative residual
+    ‖Hx − b‖/‖b‖, and whether it stopped on a direction p with pᵀHp ≤ 0 (H not positive
+    definite there: the adjoint solution is then only partial)."""
+
+    x: torch.Tensor
+    iterations: int
+    residual: float
+    nonpositive_curvature: bool = False
+
+
 def conjugate_gradient(matvec, b: torch.Tensor, precond: torch.Tensor | None = None, tol: float = 1e-6,
-                       max_iter: int = 50) -> tuple[torch.Tensor, int, float]:
+                       max_iter: int = 50) -> CGResult:
     """Solve H x = b (H symmetric positive definite, given as ``matvec``) by preconditioned CG
-    with the diagonal preconditioner ``precond`` (x ↦ x / precond). Returns (x, iterations,
-    relative residual). Stops early (and says so through the residual) if H·p·p ≤ 0."""
+    with the diagonal preconditioner ``precond`` (x ↦ x / precond). Stops early, and says so
+    (``nonpositive_curvature``), if pᵀHp ≤ 0."""
     bn = float(torch.linalg.norm(b))
     x = torch.zeros_like(b)
     if bn == 0.0:
-        return x, 0, 0.0
+        return CGResult(x, 0, 0.0)
     r = b.clone()
     z = r / precond if precond is not None else r
     p = z.clone()
@@ -221,7 +233,7 @@ def conjugate_gradient(matvec, b: torch.Tensor, precond: torch.Tensor | None = N
         Hp = matvec(p)
         pHp = float((p * Hp).sum())
         if pHp <= 0.0:  # not positive definite along p: keep what we have
-            break
+            return CGResult(x, it, rel, True)
         alpha = rz / pHp
         x = x + alpha * p
         r = r - alpha * Hp
@@ -232,7 +244,7 @@ def conjugate_gradient(matvec, b: torch.Tensor, precond: torch.Tensor | None = N
         rz_new = float((r * z).sum())
         p = z + (rz_new / rz) * p
         rz = rz_new
-    return x, it, rel
+    return CGResult(x, it, rel)
 
 
 class OrbitalHessian:
@@ -352,9 +364,12 @@ def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_W
     t1 = time.perf_counter()
     with frozen(functional):
         H = OrbitalHessian(functional, setup, C, eps, nocc)
-        lam, cg_it, cg_res = conjugate_gradient(H, b, precond=H.diagonal, tol=solver.cg_tol,
-                                                max_iter=solver.cg_max_iter)
-    metrics.update({"cg_iterations": float(cg_it), "cg_residual": cg_res, "cg_s": time.perf_counter() - t1})
+        cg = conjugate_gradient(H, b, precond=H.diagonal, tol=solver.cg_tol, max_iter=solver.cg_max_iter)
+    lam = cg.x
+    metrics.update({"cg_iterations": float(cg.iterations), "cg_residual": cg.residual,
+                    "cg_converged": float(cg.residual < solver.cg_tol and not cg.nonpositive_curvature),
+                    "cg_nonpositive_curvature": float(cg.nonpositive_curvature),
+                    "cg_s": time.perf_counter() - t1})
 
     # surrogate whose θ-gradient is dL/dθ: cE·E_xc(θ) − Σ_f ∂E_xc/∂f(θ) · f(δP_λ)
     T = Cv @ lam @ Co.T
@@ -431,7 +446,7 @@ def loss_function(name: str):
 
 
 __all__ = [
-    "DEFAULT_SOLVER", "DEFAULT_WEIGHTS", "DENSITY_UNIT", "DITargets", "ENERGY_UNIT_EH", "LOSSES", "LossOutput",
+    "CGResult", "DEFAULT_SOLVER", "DEFAULT_WEIGHTS", "DENSITY_UNIT", "DITargets", "ENERGY_UNIT_EH", "LOSSES", "LossOutput",
     "LossWeights", "OrbitalHessian", "SolverOptions", "TrainingGeometry", "conjugate_gradient", "di_loss",
     "di_terms", "ed_loss", "frozen", "loss_function", "prepare_geometry", "rho_on_grid",
 ]

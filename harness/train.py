@@ -235,18 +235,19 @@ def _di_settings(spec: Preset):
 
 
 def _load_di(record, sha: str, cache: Path, spec: Preset, progress_note=None):
-    """DI targets of a record: from the record itself when it carries them, else the cache
-    (``cache/di/<key>-<tag>.npz``, tag from the record sha256 and the DI settings), else
-    computed with PySCF and cached atomically."""
-    stored = getattr(record, "di_targets", None)
-    if stored is not None:
-        return stored
+    """DI targets of a record: the ones stored in the reference file (``record.di``) when they
+    were drawn with the preset's DI settings, else the cache (``cache/di/<key>-<tag>.npz``, tag
+    from the record sha256 and the DI settings), else computed with PySCF and cached
+    atomically. Returns a mapping of the five target arrays."""
     from harness.reference.di_targets import di_targets_for_record
 
     settings = _di_settings(spec)
+    fields = ("kappa", "energy_Eh", "gradient", "probes", "hvp")
+    stored = getattr(record, "di", None)
+    if stored is not None and getattr(stored, "settings", None) == settings:
+        return {k: np.asarray(getattr(stored, k)) for k in fields}
     tag = hashlib.sha256(json.dumps([sha, settings.to_dict()], sort_keys=True).encode()).hexdigest()[:12]
     path = cache / "di" / f"{record.key}-{tag}.npz"
-    fields = ("kappa", "energy_Eh", "gradient", "probes", "hvp")
     if path.is_file():
         try:
             with np.load(path) as z:
@@ -403,7 +404,8 @@ class Adam:
 
 LOG_FIELDS = ("step", "split", "loss", "loss_energy", "loss_density", "loss_gradient", "loss_hvp",
               "energy_mae_mEh", "density_l2_mean", "scf_converged_fraction", "scf_iterations_mean",
-              "cg_iterations_mean", "lr", "wall_s")
+              "cg_iterations_mean", "cg_residual_max", "cg_not_converged", "cg_nonpositive_curvature",
+              "lr", "wall_s")
 
 
 def _row(step: int, split: str, outs, lr: float, wall: float) -> dict:
@@ -424,7 +426,25 @@ def _row(step: int, split: str, outs, lr: float, wall: float) -> dict:
         "scf_converged_fraction": sum(o.metrics.get("scf_converged", 0.0) for o in outs) / n,
         "scf_iterations_mean": mean(lambda o: o.metrics.get("scf_iterations")),
         "cg_iterations_mean": mean(lambda o: o.metrics.get("cg_iterations")),
+        # the adjoint solves of this step: never silent when one fell short
+        "cg_residual_max": max((o.metrics["cg_residual"] for o in outs if "cg_residual" in o.metrics), default=None),
+        "cg_not_converged": sum(1 for o in outs if o.metrics.get("cg_converged") == 0.0),
+        "cg_nonpositive_curvature": sum(1 for o in outs if o.metrics.get("cg_nonpositive_curvature") == 1.0),
         "lr": lr, "wall_s": wall,
+    }
+
+
+def solver_counts(rows: list[dict]) -> dict:
+    """How often the inner solvers fell short over a run's training steps (for training.json)."""
+    tr = [r for r in rows if r["split"] == "train"]
+    return {
+        "train_steps": len(tr),
+        "steps_with_cg_not_converged": sum(1 for r in tr if r.get("cg_not_converged")),
+        "cg_not_converged_geometries": sum(int(r.get("cg_not_converged") or 0) for r in tr),
+        "cg_nonpositive_curvature_geometries": sum(int(r.get("cg_nonpositive_curvature") or 0) for r in tr),
+        "steps_with_scf_not_converged": sum(1 for r in tr if (r.get("scf_converged_fraction") or 0) < 1.0),
+        "cg_residual_max": max((r["cg_residual_max"] for r in tr if r.get("cg_residual_max") is not None),
+                               default=None),
     }
 
 
@@ -650,6 +670,11 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
     from safetensors.torch import load_file
 
+    if best["step"] < 0 or not (ckdir / "best.safetensors").is_file():
+        n_val = sum(1 for r in rows if r["split"] == "val")
+        raise TrainError(f"{out}: no validation pass converged: in all {n_val} validations the model SCF failed to "
+                         "converge on at least one val geometry, so no model can be selected (see "
+                         f"{out / 'training_log.csv'}, column scf_converged_fraction)")
     model.load_state_dict(load_file(str(ckdir / "best.safetensors")), strict=True)
     selection = {"step": best["step"], "val_energy_mae_mEh": best["val_energy_mae_mEh"]}
     write_submission(out, cfg, model, data_desc, selection)
@@ -657,6 +682,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     atomic_write_json(out / "training.json", {
         "identity": identity, "preset": dataclasses.asdict(spec), "data": data_desc, "selection": selection,
         "steps_done": spec.steps, "wall_s_this_run": wall, "resumed_from": resumed,
+        "solver": solver_counts(rows),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     })
     return TrainResult(out, spec.steps, best["step"], best["val_energy_mae_mEh"], wall, resumed, rows)

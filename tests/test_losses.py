@@ -160,6 +160,6 @@ def test_conjugate_gradient_solves_spd_system():
     A = torch.randn(12, 12, generator=gen, dtype=torch.float64)
     A = A @ A.T + 12 * torch.eye(12, dtype=torch.float64)
     b = torch.randn(12, generator=gen, dtype=torch.float64)
-    x, it, rel = conjugate_gradient(lambda v: A @ v, b, precond=A.diagonal(), tol=1e-12, max_iter=50)
+    x, it, rel, _ = conjugate_gradient(lambda v: A @ v, b, precond=A.diagonal(), tol=1e-12, max_iter=50)
     assert rel < 1e-12
     torch.testing.assert_close(A @ x, b)

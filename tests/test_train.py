@@ -135,3 +135,79 @@ def test_trained_submission_refuses_a_changed_architecture():
     ns = {}
     exec(compile(ok, "functional.py", "exec"), ns)
     assert ns["make_functional"]().arch == "nagai"
+
+
+def test_stored_di_targets_are_used_and_other_settings_recomputed(tmp_path, monkeypatch):
+    """`_load_di` reads the targets stored in the reference record (field ``di``) when they were
+    drawn with the preset's DI settings; it never recomputes them then."""
+    import dataclasses
+
+    import numpy as np
+
+    import harness.reference.di_targets as dt
+    from harness.reference.store import ReferenceSet
+    from harness.train import PRESETS, _di_settings, _load_di
+
+    spec = dataclasses.replace(PRESETS["quick"], di_samples=1, di_probes=1)
+    record = ReferenceSet(BUNDLED_REFERENCE_DIR).load("HF")
+    targets = dt.di_targets_for_record(record, _di_settings(spec))
+    stored = dataclasses.replace(record, di=targets)
+    calls = []
+    real = dt.di_targets_for_record
+    monkeypatch.setattr(dt, "di_targets_for_record", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = _load_di(stored, "sha", tmp_path, spec)
+    assert calls == [] and np.array_equal(got["hvp"], targets.hvp)
+    other = dataclasses.replace(spec, di_sigma=0.1)  # stored targets of other settings are not used
+    _load_di(stored, "sha", tmp_path, other)
+    assert calls == [1]
+
+
+def test_cg_shortfalls_are_logged_and_counted(tmp_path, cache, monkeypatch):
+    """A CG solve that stops on non-positive curvature or does not reach its tolerance is a
+    per-step column and a count in training.json, never silent."""
+    import json
+
+    import harness.losses as L
+
+    real = L.conjugate_gradient
+
+    def one_iteration(matvec, b, precond=None, tol=1e-6, max_iter=50):
+        r = real(matvec, b, precond=precond, tol=tol, max_iter=1)
+        return L.CGResult(r.x, r.iterations, max(r.residual, 0.5), True)
+
+    monkeypatch.setattr(L, "conjugate_gradient", one_iteration)
+    out = tmp_path / "cg"
+    train(_cfg(out, cache, steps=2))
+    header, *lines = (out / "training_log.csv").read_text().splitlines()
+    cols = header.split(",")
+    train_rows = [dict(zip(cols, x.split(","))) for x in lines if x.split(",")[1] == "train"]
+    assert all(r["cg_not_converged"] == "1" and r["cg_nonpositive_curvature"] == "1" for r in train_rows)
+    assert float(train_rows[0]["cg_residual_max"]) >= 0.5
+    solver = json.loads((out / "training.json").read_text())["solver"]
+    assert solver["steps_with_cg_not_converged"] == 2 and solver["cg_nonpositive_curvature_geometries"] == 2
+
+
+def test_cg_reports_nonpositive_curvature():
+    from harness.losses import conjugate_gradient
+
+    A = torch.diag(torch.tensor([2.0, -1.0], dtype=torch.float64))
+    res = conjugate_gradient(lambda v: A @ v, torch.tensor([1.0, 1.0], dtype=torch.float64), tol=1e-12)
+    assert res.nonpositive_curvature is True
+    ok = conjugate_gradient(lambda v: A.abs() @ v, torch.tensor([1.0, 1.0], dtype=torch.float64), tol=1e-12)
+    assert ok.nonpositive_curvature is False and ok.residual < 1e-12
+
+
+def test_no_converged_validation_is_a_train_error(tmp_path, cache, monkeypatch):
+    import harness.train as T
+
+    real = T._evaluate
+
+    def never_converged(model, geoms, cfg):
+        outs = real(model, geoms, cfg)
+        for o in outs:
+            o.metrics["scf_converged"] = 0.0
+        return outs
+
+    monkeypatch.setattr(T, "_evaluate", never_converged)
+    with pytest.raises(T.TrainError, match="no validation pass converged"):
+        train(_cfg(tmp_path / "nv", cache, steps=1))
