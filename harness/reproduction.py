@@ -1,4 +1,4 @@
-"""The E+D versus DI-Loss comparison table of `docs/reproduction.md`.
+"""The E+D versus DI-Loss comparison tables of `docs/reproduction.md`.
 
 Reads ``results/<arch>-<loss>/test/summary.json`` for the four baseline architectures and
 both losses, and renders a Markdown table of every metric, the relative change from E+D to DI
@@ -6,14 +6,30 @@ per architecture and its uniform average, beside the headline numbers of the pap
 (*Derivative Informed Learning of Exchange-Correlation Functionals*, ICML 2026,
 arXiv 2606.04279). ``python -m harness.reproduction [--results results] [--doc docs/reproduction.md]``
 rewrites the block between the two markers of the doc in place (atomically).
+
+With ``--seeds 0 1 2`` it renders the seed study instead (`render_study`): per architecture the
+mean ± standard deviation over seeds of every metric for E+D and DI, and the relative change
+DI against E+D with a 95 % interval from a **paired bootstrap over molecules and seeds**: each
+replicate draws the test molecules with replacement (the same draw for every model, so E+D and
+DI stay paired by molecule) and the seeds with replacement (the same seeds for both losses, so
+they stay paired by seed), recomputes each model's aggregate metric from its per-molecule
+column (the registry's aggregation) averaged over the drawn seeds, and takes
+(DI − E+D)/|E+D|. The uniform average over architectures is bootstrapped the same way, from
+the same draws. A verdict compares the interval with zero: *reproduced* when the whole interval
+lies on the improving side, *not reproduced* when it lies on the worsening side, *inconclusive*
+when it contains zero. Seed 0 of each model lives in ``results/<arch>-<loss>``, seed s > 0 in
+``results/<arch>-<loss>-s<s>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 from pathlib import Path
+
+import numpy as np
 
 from harness.io import atomic_write_text
 from harness.metric_registry import LEADERBOARD_METRICS, Metric
@@ -96,6 +112,139 @@ def render_table(summaries: dict[tuple[str, str], dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------------------------
+# the seed study
+# ------------------------------------------------------------------------------------------
+
+#: Which architecture's interval decides each headline claim (None: the uniform average).
+CLAIM_SCOPE = {"excitation_mae_eV": "xcdiff"}
+BOOTSTRAP_SAMPLES = 2000
+
+
+def run_name(arch: str, loss: str, seed: int) -> str:
+    """The submission (and results) folder of one run: seed 0 is the bundled baseline."""
+    return f"{arch}-{loss}" if seed == 0 else f"{arch}-{loss}-s{seed}"
+
+
+def load_study(results: Path, seeds, split: str = "test") -> dict[tuple[str, str, int], dict]:
+    """{(arch, loss, seed): {"summary": dict, "rows": {key: row}}} for the runs that exist."""
+    out = {}
+    for arch in ARCHS:
+        for loss in LOSSES:
+            for seed in seeds:
+                d = Path(results) / run_name(arch, loss, seed) / split
+                if not (d / "summary.json").is_file() or not (d / "per_molecule.csv").is_file():
+                    continue
+                with open(d / "per_molecule.csv", newline="") as f:
+                    rows = {r["key"]: r for r in csv.DictReader(f)}
+                out[(arch, loss, seed)] = {"summary": json.loads((d / "summary.json").read_text()), "rows": rows}
+    return out
+
+
+def _matrix(study, arch: str, loss: str, seeds, metric: Metric, keys) -> np.ndarray | None:
+    """(seeds, molecules) values of ``metric``'s column (|x| for ``mean_abs``); None if a run or
+    a value is missing (an incomplete run is not averaged over part of the split)."""
+    out = np.empty((len(seeds), len(keys)))
+    for i, seed in enumerate(seeds):
+        run = study.get((arch, loss, seed))
+        if run is None:
+            return None
+        for j, k in enumerate(keys):
+            v = run["rows"].get(k, {}).get(metric.column, "")
+            if v in ("", None):
+                return None
+            out[i, j] = abs(float(v)) if metric.aggregation == "mean_abs" else float(v)
+    return out
+
+
+def paired_bootstrap(study, seeds, metric: Metric, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+    """{arch or "average": (point estimate, low, high)} of the relative change DI vs E+D (module
+    docstring); architectures without complete, paired runs are left out."""
+    keys = sorted(set.intersection(*[set(r["rows"]) for r in study.values()])) if study else []
+    mats = {}
+    for arch in ARCHS:
+        ed, di = _matrix(study, arch, "ed", seeds, metric, keys), _matrix(study, arch, "di", seeds, metric, keys)
+        if ed is not None and di is not None and keys:
+            mats[arch] = (ed, di)
+    if not mats:
+        return {}
+
+    def rel(ed: np.ndarray, di: np.ndarray) -> float:
+        a, b = float(ed.mean()), float(di.mean())
+        return (b - a) / abs(a) if a != 0 else float("nan")
+
+    rng = np.random.default_rng(seed)
+    n_s, n_m = len(seeds), len(keys)
+    boots = {a: np.empty(n_boot) for a in mats}
+    for t in range(n_boot):
+        si = rng.integers(0, n_s, n_s)
+        mi = rng.integers(0, n_m, n_m)
+        for a, (ed, di) in mats.items():
+            boots[a][t] = rel(ed[np.ix_(si, mi)], di[np.ix_(si, mi)])
+    out = {}
+    for a, (ed, di) in mats.items():
+        lo, hi = np.nanpercentile(boots[a], [2.5, 97.5])
+        out[a] = (rel(ed, di), float(lo), float(hi))
+    avg = np.nanmean(np.stack(list(boots.values())), axis=0)
+    lo, hi = np.nanpercentile(avg, [2.5, 97.5])
+    out["average"] = (float(np.mean([v[0] for v in out.values()])), float(lo), float(hi))
+    return out
+
+
+def verdict(metric: Metric, low: float, high: float) -> str:
+    """reproduced / not reproduced / inconclusive: where the 95 % interval lies against zero."""
+    better_below = metric.better == "lower"
+    if (high < 0) if better_below else (low > 0):
+        return "reproduced"
+    if (low > 0) if better_below else (high < 0):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def render_study(study, seeds) -> str:
+    """Markdown: mean ± std over seeds per model, then relative changes with 95 % intervals and
+    a verdict per headline claim."""
+    seeds = list(seeds)
+    lines = [f"Seeds {', '.join(map(str, seeds))}; mean ± standard deviation over seeds.", "",
+             "| model | seeds | " + " | ".join(m.header for m in METRICS) + " | failed |",
+             "|---|---|" + "---|" * (len(METRICS) + 1)]
+    for arch in ARCHS:
+        for loss in LOSSES:
+            runs = [study[(arch, loss, s)]["summary"] for s in seeds if (arch, loss, s) in study]
+            cells = []
+            for m in METRICS:
+                vals = [r.get(m.key) for r in runs if r.get(m.key) is not None]
+                if not vals:
+                    cells.append("—")
+                    continue
+                sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+                cells.append(f"{format(float(np.mean(vals)), m.fmt)} ± {format(sd, m.fmt)}" if len(vals) > 1
+                             else format(vals[0], m.fmt))
+            failed = sum(int(r.get("n_failed") or 0) for r in runs)
+            lines.append(f"| {arch}-{loss} | {len(runs)} | " + " | ".join(cells) + f" | {failed} |")
+    lines += ["", "Relative change DI against E+D, (DI − E+D)/|E+D|, with a 95 % paired bootstrap interval over "
+              f"molecules and seeds ({BOOTSTRAP_SAMPLES} replicates):", "",
+              "| architecture | " + " | ".join(m.header for m in METRICS) + " |",
+              "|---|" + "---|" * len(METRICS)]
+    boot = {m.key: paired_bootstrap(study, seeds, m) for m in METRICS}
+    for arch in (*ARCHS, "average"):
+        cells = []
+        for m in METRICS:
+            v = boot[m.key].get(arch)
+            cells.append("—" if v is None else f"{100 * v[0]:+.0f} % [{100 * v[1]:+.0f}, {100 * v[2]:+.0f}]")
+        label = "**uniform average**" if arch == "average" else arch
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| claim (arXiv 2606.04279) | paper | here | verdict |", "|---|---|---|---|"]
+    for m in METRICS:
+        if m.key not in PAPER:
+            continue
+        scope = CLAIM_SCOPE.get(m.key, "average")
+        v = boot[m.key].get(scope)
+        here = "—" if v is None else f"{100 * v[0]:+.0f} % [{100 * v[1]:+.0f}, {100 * v[2]:+.0f}] ({scope})"
+        lines.append(f"| {m.title} | {PAPER[m.key]} | {here} | {'not run' if v is None else verdict(m, v[1], v[2])} |")
+    return "\n".join(lines) + "\n"
+
+
 def rewrite_doc(doc: Path, table: str) -> None:
     """Replace the text between `START` and `END` in ``doc`` (both markers must be present)."""
     text = Path(doc).read_text()
@@ -111,8 +260,13 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--doc", type=Path, default=Path("docs/reproduction.md"))
     ap.add_argument("--split", default="test")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="render the seed study over these seeds (with 95 %% intervals) instead of one seed")
     args = ap.parse_args(argv)
-    table = render_table(load_summaries(args.results, args.split))
+    if args.seeds:
+        table = render_study(load_study(args.results, args.seeds, args.split), args.seeds)
+    else:
+        table = render_table(load_summaries(args.results, args.split))
     rewrite_doc(args.doc, table)
     print(table)
     print(f"wrote {args.doc}")

@@ -87,6 +87,15 @@ class Preset:
     di_sigma: float = 0.05
     grad_clip: float = 1.0
     description: str = ""
+    #: where the preset's reference data lives: "" = built on demand into the train-subset cache;
+    #: a name = the folder reference_data/<name>-train-val-v1 (committed, DI targets inside)
+    data: str = ""
+    #: the architectures' size preset (`harness.architectures`), when it is not this preset's name
+    arch_preset: str = ""
+
+    @property
+    def architecture(self) -> str:
+        return self.arch_preset or self.name
 
 
 PRESETS = {
@@ -96,6 +105,14 @@ PRESETS = {
         description="5 small train molecules covering H, Li, C, O, F (H2, LiH, HF, H2O, CH4; equilibrium), "
         "the smallest val molecule (N2), 15 full-batch Adam steps, lr 5e-3 (cosine to 5e-4), level-1 "
         "training grid, DI: the reference point + 1 perturbed point (sigma 0.05), 2 probes",
+    ),
+    "paper": Preset(
+        name="paper", n_train=20, n_val=17, conformers=1, steps=100, lr=5e-3, batch=6, eval_every=10,
+        grid_level=1, di_samples=1, di_probes=2, di_sigma=0.05, data="paper", arch_preset="quick",
+        description="the 20 smallest train molecules with 1 distorted conformer each (40 geometries), all 17 "
+        "val molecules for selection, 100 Adam steps of 6 geometries, lr 5e-3 (cosine to 5e-4), level-1 "
+        "training grid, DI: the reference point + 1 perturbed point (sigma 0.05), 2 probes; the reference "
+        "data (with DI targets in the files) is committed in reference_data/paper-train-val-v1",
     ),
     "full": Preset(
         name="full", n_train=74, n_val=17, conformers=3, steps=3000, lr=5e-4, batch=8, eval_every=100,
@@ -130,6 +147,8 @@ class TrainConfig:
     #: testing aid: raise KeyboardInterrupt after this step's checkpoint (simulates a kill)
     stop_after: int | None = None
     weights: LossWeights = DEFAULT_WEIGHTS
+    #: worker processes of the reference build (when the preset's data must be computed)
+    build_workers: int = 1
     solver: SolverOptions = DEFAULT_SOLVER
 
     @property
@@ -178,7 +197,7 @@ def build_model(arch: str, preset: str, seed: int) -> torch.nn.Module:
 
 
 FUNCTIONAL_PY = '''"""{name}: `{arch}` trained with the {loss_long} loss by `harness train`
-(preset {preset}, seed {seed}). The architecture lives in harness.architectures; the harness
+(architecture size {preset}, seed {seed}). The architecture lives in harness.architectures; the harness
 loads weights.safetensors into it (sha256-pinned, strict)."""
 
 import torch
@@ -225,6 +244,8 @@ def subset_molecules(split: str, n: int, names: tuple = ()) -> list:
 def _cache_dir(cfg: TrainConfig) -> Path:
     if cfg.cache is not None:
         return Path(cfg.cache)
+    if cfg.spec.data:
+        return REPO_ROOT / "reference_data" / f"{cfg.spec.data}-train-val-v1"
     return DEFAULT_CACHE_ROOT / "train-subset"
 
 
@@ -295,15 +316,19 @@ def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry
         from harness.molecules import distorted_conformers
 
         planned = []
+        # with a committed data folder the DI targets go into the reference files themselves
+        di_in_files = bool(spec.data)
         for m in mols_tr:
-            planned.append(PlannedGeometry(m, cfg.split_train))
+            planned.append(PlannedGeometry(m, cfg.split_train, di=di_in_files))
             if spec.conformers > 0:
                 for c in distorted_conformers(m, spec.conformers, settings.conformer_seed,
                                               settings.conformer_sigma_angstrom,
                                               settings.conformer_min_distance_ratio):
-                    planned.append(PlannedGeometry(c, cfg.split_train))
+                    planned.append(PlannedGeometry(c, cfg.split_train, di=di_in_files))
         planned += [PlannedGeometry(m, cfg.split_val) for m in mols_va]
-        report = build_reference(cache, planned, settings, workers=1, progress=cfg.progress)
+        report = build_reference(cache, planned, settings, workers=max(1, cfg.build_workers), progress=cfg.progress,
+                                 name=f"{spec.data}-train-val" if spec.data else "g2-b3lyp-svp",
+                                 di_settings=_di_settings(spec) if di_in_files else None)
         if report.failed:
             raise TrainError(f"reference build failed for {sorted(report.failed)}: "
                              f"{next(iter(report.failed.values()))}")
@@ -333,6 +358,14 @@ def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry
         "di_settings": _di_settings(spec).to_dict() if cfg.loss == "di" else None,
     }
     return train, val, desc
+
+
+def prepare_data(cfg: TrainConfig, log=print) -> dict:
+    """Build (or verify) the reference data and DI targets a run needs, without training; returns
+    the data description of `load_data`."""
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    model = build_model(cfg.arch, cfg.spec.architecture, cfg.seed)
+    return load_data(cfg, model, log=log)[2]
 
 
 def saw_test_molecules(keys: list[str]) -> bool:
@@ -503,7 +536,7 @@ def write_submission(out: Path, cfg: TrainConfig, model, data_desc: dict, select
     spec = cfg.spec
     loss_long = {"ed": "energy+density (E+D)", "di": "DI (E+D + gradient/Hessian)"}[cfg.loss]
     atomic_write_text(out / "functional.py", FUNCTIONAL_PY.format(
-        name=name, arch=cfg.arch, preset=cfg.preset, seed=cfg.seed, loss_long=loss_long,
+        name=name, arch=cfg.arch, preset=cfg.spec.architecture, seed=cfg.seed, loss_long=loss_long,
         arch_sha256=architecture_sha256(cfg.arch)))
     weights = out / "weights.safetensors"
     _save_safetensors(_state_dict(model), weights)
@@ -571,7 +604,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     ckdir.mkdir(parents=True, exist_ok=True)
     spec = cfg.spec
 
-    model = build_model(cfg.arch, cfg.preset, cfg.seed)
+    model = build_model(cfg.arch, cfg.spec.architecture, cfg.seed)
     train_set, val_set, data_desc = load_data(cfg, model, log=log)
     opt = Adam(model.parameters(), lr=spec.lr)
 
@@ -689,4 +722,4 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
 
 __all__ = ["ARCH_CHOICES", "LOSS_CHOICES", "PRESETS", "Preset", "TrainConfig", "TrainError", "TrainResult",
-           "build_model", "load_data", "subset_molecules", "train", "write_submission"]
+           "build_model", "load_data", "prepare_data", "subset_molecules", "train", "write_submission"]

@@ -1,29 +1,91 @@
 #!/usr/bin/env bash
-# Reproduce the baseline table: train the 8 models (4 architectures x {E+D, DI}), evaluate each
-# on the test split, and print the per-model summaries.
+# Reproduce the E+D vs DI-Loss comparison (arXiv 2606.04279) with the bundled trainers.
 #
-#   scripts/reproduce.sh [quick|full] [SEED]
+#   scripts/reproduce.sh quick [SEED]   8 models (4 architectures x {E+D, DI}), one seed, CI-sized
+#   scripts/reproduce.sh paper          the seed study: data, a (w_g, w_H) sweep on val, 3 seeds x 8
+#                                       models, their test evaluations and docs/reproduction.md
 #
-# Every step is resumable: rerun the same command after an interruption and finished work
-# (reference geometries, DI targets, training checkpoints, evaluated molecules) is reused.
+# Every stage is resumable: rerun the same command after an interruption and finished work
+# (reference geometries, DI targets, training steps, evaluated molecules) is reused. The paper
+# study runs two jobs at a time (JOBS=2); seed 0 of each model replaces submissions/<arch>-<loss>,
+# seeds 1 and 2 go to studies/paper/runs/<arch>-<loss>-s<seed>.
 set -euo pipefail
 PRESET="${1:-quick}"
-SEED="${2:-0}"
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-for arch in xcdiff nagai nlmp egxc; do
-  for loss in ed di; do
-    out="submissions/${arch}-${loss}"
-    echo "== train ${arch} ${loss} (preset ${PRESET}, seed ${SEED}) -> ${out}"
-    "$PY" -m harness.cli train --arch "$arch" --loss "$loss" --preset "$PRESET" --seed "$SEED" --out "$out"
+ARCHS=(xcdiff nagai nlmp egxc)
+LOSSES=(ed di)
+
+if [ "$PRESET" = "quick" ]; then
+  SEED="${2:-0}"
+  for arch in "${ARCHS[@]}"; do
+    for loss in "${LOSSES[@]}"; do
+      out="submissions/${arch}-${loss}"
+      echo "== train ${arch} ${loss} (preset quick, seed ${SEED}) -> ${out}"
+      "$PY" -m harness.cli train --arch "$arch" --loss "$loss" --preset quick --seed "$SEED" --out "$out"
+    done
   done
-done
-for arch in xcdiff nagai nlmp egxc; do
-  for loss in ed di; do
-    echo "== evaluate submissions/${arch}-${loss} on the test split"
-    "$PY" -m harness.cli evaluate "submissions/${arch}-${loss}" --split test --quiet
+  for arch in "${ARCHS[@]}"; do
+    for loss in "${LOSSES[@]}"; do
+      echo "== evaluate submissions/${arch}-${loss} on the test split"
+      "$PY" -m harness.cli evaluate "submissions/${arch}-${loss}" --split test --quiet
+    done
   done
-done
-# the E+D vs DI table in docs/reproduction.md, then the leaderboard
-"$PY" -m harness.reproduction --results results --doc docs/reproduction.md
-"$PY" -m harness.cli leaderboard publish
+  "$PY" -m harness.reproduction --results results --doc docs/reproduction.md
+  "$PY" -m harness.cli leaderboard publish
+  exit 0
+fi
+
+if [ "$PRESET" != "paper" ]; then
+  echo "usage: scripts/reproduce.sh quick [SEED] | paper" >&2
+  exit 2
+fi
+JOBS="${JOBS:-2}"
+STUDY=studies/paper
+mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs"
+
+echo "== 1. reference data and DI targets (reference_data/paper-train-val-v1)"
+"$PY" -m harness.cli train --arch xcdiff --loss di --preset paper --prepare-data --build-workers "$JOBS" \
+  --out "$STUDY/prepare" --quiet
+
+echo "== 2. (w_g, w_H) sweep on the val split: xcdiff, DI, seed 0"
+SWEEP=("0.03 0.003" "0.1 0.01" "0.3 0.03")
+for pair in "${SWEEP[@]}"; do
+  set -- $pair
+  echo "$PY -m harness.cli train --arch xcdiff --loss di --preset paper --seed 0 --w-gradient $1 --w-hvp $2 --out $STUDY/sweep/wg$1-wh$2 --quiet > $STUDY/logs/sweep-wg$1-wh$2.log 2>&1"
+done | xargs -P "$JOBS" -I{} sh -c "{}"
+read -r WG WH < <("$PY" - "$STUDY" <<'PYEOF'
+import json, sys
+from pathlib import Path
+best = min((json.loads((d / "training.json").read_text())["selection"]["val_energy_mae_mEh"], d.name)
+           for d in Path(sys.argv[1], "sweep").iterdir() if (d / "training.json").is_file())
+wg, wh = best[1][2:].split("-wh")
+json.dump({"chosen": {"gradient": float(wg), "hvp": float(wh)}, "val_energy_mae_mEh": best[0], "by": "val energy MAE"},
+          open(Path(sys.argv[1], "weights.json"), "w"), indent=2)
+print(wg, wh)
+PYEOF
+)
+echo "   chosen on val: w_g=$WG w_H=$WH ($STUDY/weights.json)"
+
+echo "== 3. 3 seeds x 8 models, $JOBS at a time"
+for seed in 0 1 2; do
+  for arch in "${ARCHS[@]}"; do
+    for loss in "${LOSSES[@]}"; do
+      if [ "$seed" = 0 ]; then out="submissions/${arch}-${loss}"; else out="$STUDY/runs/${arch}-${loss}-s${seed}"; fi
+      echo "$PY -m harness.cli train --arch $arch --loss $loss --preset paper --seed $seed --w-gradient $WG --w-hvp $WH --out $out --quiet > $STUDY/logs/train-${arch}-${loss}-s${seed}.log 2>&1"
+    done
+  done
+done | xargs -P "$JOBS" -I{} sh -c "{}"
+
+echo "== 4. test-split evaluations, $JOBS at a time"
+for seed in 0 1 2; do
+  for arch in "${ARCHS[@]}"; do
+    for loss in "${LOSSES[@]}"; do
+      if [ "$seed" = 0 ]; then sub="submissions/${arch}-${loss}"; else sub="$STUDY/runs/${arch}-${loss}-s${seed}"; fi
+      echo "$PY -m harness.cli evaluate $sub --split test --workers 1 --quiet > $STUDY/logs/eval-${arch}-${loss}-s${seed}.log 2>&1"
+    done
+  done
+done | xargs -P "$JOBS" -I{} sh -c "{}"
+
+echo "== 5. the study table (docs/reproduction.md)"
+"$PY" -m harness.reproduction --results results --seeds 0 1 2 --doc docs/reproduction.md

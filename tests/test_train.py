@@ -211,3 +211,21 @@ def test_no_converged_validation_is_a_train_error(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(T, "_evaluate", never_converged)
     with pytest.raises(T.TrainError, match="no validation pass converged"):
         train(_cfg(tmp_path / "nv", cache, steps=1))
+
+
+def test_paper_preset_is_sized_to_answer_the_question():
+    """≥ 40 train geometries (conformers included) from the train split, all 17 val molecules,
+    one budget for both losses, DI settings that match the targets stored in its data folder."""
+    from harness.molecules import split_of
+    from harness.train import PRESETS, TrainConfig, _cache_dir, _di_settings, subset_molecules
+
+    spec = PRESETS["paper"]
+    train_mols = subset_molecules("train", spec.n_train, spec.train_names)
+    assert len(train_mols) * (1 + spec.conformers) >= 40
+    assert all(split_of(m.name) == "train" for m in train_mols)
+    assert len(subset_molecules("val", spec.n_val)) == 17 == spec.n_val
+    assert spec.architecture == "quick"  # the architectures' size, shared with the quick preset
+    ed, di = (TrainConfig(arch="xcdiff", loss=loss, out=Path("x"), preset="paper") for loss in ("ed", "di"))
+    assert ed.spec == di.spec  # the same steps, batch, lr, grid and selection rule for both losses
+    assert _cache_dir(di).name == "paper-train-val-v1"
+    assert _di_settings(spec).samples == spec.di_samples == 1

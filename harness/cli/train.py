@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-val", type=int, default=None, metavar="N", help="val molecules (default: the preset's)")
     p.add_argument("--grid-level", type=int, default=None, help="training grid level (default: the preset's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    p.add_argument("--w-gradient", type=float, default=None, metavar="W",
+                   help="DI loss: weight of the orbital-gradient term (default: harness.losses.LossWeights)")
+    p.add_argument("--w-hvp", type=float, default=None, metavar="W",
+                   help="DI loss: weight of the Hessian-vector term (default: harness.losses.LossWeights)")
+    p.add_argument("--build-workers", type=int, default=1, metavar="N",
+                   help="processes for the reference build when the preset's data must be computed (default: 1)")
+    p.add_argument("--prepare-data", action="store_true",
+                   help="only build (or check) the preset's reference data and DI targets, then stop")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
 
@@ -45,15 +53,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args) -> int:
     from harness.contract import FunctionalError
     from harness.reference.store import ReferenceDataError
-    from harness.train import TrainConfig, TrainError, train
+    import dataclasses
+
+    from harness.losses import DEFAULT_WEIGHTS
+    from harness.train import TrainConfig, TrainError, prepare_data, train
 
     cfg = TrainConfig(
         arch=args.arch, loss=args.loss, out=args.out, preset=args.preset, seed=args.seed, steps=args.steps,
         lr=args.lr, reference=args.reference, split_train=args.split_train, split_val=args.split_val,
         max_train=args.max_train, max_val=args.max_val, grid_level=args.grid_level, cache=args.cache,
-        threads=args.threads, progress=not args.quiet,
+        threads=args.threads, progress=not args.quiet, build_workers=args.build_workers,
+        weights=dataclasses.replace(DEFAULT_WEIGHTS, **{k: v for k, v in (("gradient", args.w_gradient),
+                                                                          ("hvp", args.w_hvp)) if v is not None}),
     )
     try:
+        if args.prepare_data:
+            desc = prepare_data(cfg)
+            print(f"reference data ready: {desc['reference']} ({len(desc['train_keys'])} train, "
+                  f"{len(desc['val_keys'])} val geometries; manifest sha256 {desc['reference_manifest_sha256']})")
+            return 0
         res = train(cfg)
     except (TrainError, ReferenceDataError, FunctionalError) as exc:
         raise HarnessError(" ".join(str(exc).split())) from exc
