@@ -25,10 +25,11 @@ import harness
 #: Paths under harness/ (relative, '/'-separated; a trailing '/' is a folder) that cannot change
 #: a score: the command line, the leaderboard and reports, the orchestration of an evaluation
 #: (`harness.evaluate`: processes, cache, files; the per-molecule scoring is `harness.pipeline`),
-#: the result files and their schema, the sandbox's mounts, training, reference *building*.
+#: the result files and their schema, the sandbox's mounts, this hash itself, training,
+#: reference *building*.
 NOT_SCORING: tuple[str, ...] = (
     "cli/", "leaderboard/", "reproduction.py", "train.py", "losses.py", "grassmann.py",
-    "evaluate.py", "results.py", "summary_schema.py", "sandbox.py",
+    "evaluate.py", "executor.py", "results.py", "summary_schema.py", "sandbox.py", "provenance.py",
     "reference/build.py", "reference/show.py", "extras.py", "io.py",
 )
 
