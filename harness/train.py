@@ -60,6 +60,9 @@ ARCH_CHOICES = ("xcdiff", "nagai", "nlmp", "egxc")
 LOSS_CHOICES = ("ed", "di")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_ROOT = REPO_ROOT / "reference_data" / "build"
+#: sha256 of the manifests of the committed training data (``Preset.data``), pinned like the
+#: bundled test split's: a modified or partly rebuilt folder is refused
+DATA_MANIFEST_SHA256 = {"paper": "3f0acf123cb5ebb109081a0a652d7ea49e433e186c8d599356d1d8b189c1d84a"}
 PAPER = "arXiv:2606.04279 (DI-Loss); baseline reproduction with xc-harness"
 
 
@@ -335,6 +338,11 @@ def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry
         if report.computed:
             log(f"built {len(report.computed)} reference geometries in {report.wall_s:.1f} s into {cache}")
         refset = ReferenceSet(cache, check_pin=False)
+        pin = DATA_MANIFEST_SHA256.get(spec.data) if spec.data and cfg.cache is None else None
+        if pin is not None and refset.manifest_sha256 != pin:
+            raise TrainError(f"{refset.manifest_path}: sha256 {refset.manifest_sha256[:12]}… differs from the pinned "
+                             f"{pin[:12]}… of the committed {spec.data!r} training data (harness.train."
+                             "DATA_MANIFEST_SHA256); restore the folder with git checkout")
         keys = {p.key for p in planned}
         tr = [refset.entry(p.key) for p in planned if p.split == cfg.split_train and p.key in keys]
         va = [refset.entry(p.key) for p in planned if p.split == cfg.split_val]

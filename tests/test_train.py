@@ -229,3 +229,15 @@ def test_paper_preset_is_sized_to_answer_the_question():
     assert ed.spec == di.spec  # the same steps, batch, lr, grid and selection rule for both losses
     assert _cache_dir(di).name == "paper-train-val-v1"
     assert _di_settings(spec).samples == spec.di_samples == 1
+
+
+def test_committed_paper_data_is_pinned_and_carries_its_di_targets():
+    from harness.reference.store import ReferenceSet
+    from harness.train import DATA_MANIFEST_SHA256, PRESETS, REPO_ROOT, _di_settings
+
+    refset = ReferenceSet(REPO_ROOT / "reference_data" / "paper-train-val-v1", check_pin=False)
+    assert refset.manifest_sha256 == DATA_MANIFEST_SHA256["paper"]
+    assert len(refset.select("train", conformers=True)) == 40 and len(refset.select("val")) == 17
+    assert refset.check_all() == []
+    rec = refset.load("H2O")
+    assert rec.di is not None and rec.di.settings == _di_settings(PRESETS["paper"])
