@@ -3,6 +3,7 @@
 #
 #   scripts/leaderboard.sh [SUBMISSION ...]   (default: every folder in submissions/ but skala-1.0,
 #                                              whose test split takes hours: name it to include it)
+#   EVAL_ARGS="--no-excitations" scripts/leaderboard.sh nlmp-ed   (extra options for harness evaluate)
 #
 # Resumable: 'harness evaluate' caches every finished molecule, so rerun the same command after an
 # interruption. Each result's summary.json and per_molecule.csv are copied together into
@@ -22,7 +23,8 @@ else
 fi
 for n in "${names[@]}"; do
     echo "== evaluate submissions/$n on the test split"
-    "$PY" -m harness.cli evaluate "submissions/$n" --split test --quiet --out results
+    # shellcheck disable=SC2086
+    "$PY" -m harness.cli evaluate "submissions/$n" --split test --quiet --out results ${EVAL_ARGS:-}
     mkdir -p "leaderboard/results/$n/test"
     cp "results/$n/test/per_molecule.csv" "results/$n/test/summary.json" "leaderboard/results/$n/test/"
 done

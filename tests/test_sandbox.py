@@ -270,7 +270,11 @@ def test_sigint_sigterm_and_kill_stop_the_run_and_leave_no_orphans(tmp_path, sig
             time.sleep(0.2)
         time.sleep(1.0)
         proc.send_signal(sig)
-        rc = proc.wait(timeout=60)
+        try:
+            rc = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{sig.name} did not stop the run within 120 s: {proc.communicate()[1].decode()[-2000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 import harness
@@ -58,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, rerun the same command to continue", file=sys.stderr)
+        if argv is None:  # the console script: leave now. Every finished result is already on disk
+            # (atomic writes), the workers are killed and the functional processes die with their
+            # parents; waiting for the pool's threads at interpreter exit could take long on a
+            # loaded machine.
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(130)
         return 130
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
