@@ -261,7 +261,10 @@ def test_sigint_sigterm_and_kill_stop_the_run_and_leave_no_orphans(tmp_path, sig
     sub = write_submission(tmp_path / f"napper-{sig.name}", wrapper("import time; time.sleep(600)"))
     cmd = [sys.executable, "-m", "harness.cli", "evaluate", str(sub), "--split", "tiny", "--workers", "2",
            "--out", str(tmp_path / "out"), "--quiet", "--no-excitations"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # a shell that runs this suite in the background (CI) hands SIGINT down as ignored; restore it
+    # as an interactive user's Ctrl-C would find it
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while len(_servers_of(sub)) < 2:  # the evaluation is under way in both workers
