@@ -1,4 +1,5 @@
-"""Shared helpers of the asv benchmarks (imported by asv; defines no benchmarks itself).
+"""Shared helpers of the asv benchmarks and the stand-alone scripts (defines no benchmarks
+itself; the scripts import it as ``_common``, their own folder being first on ``sys.path``).
 
 Everything heavy is imported lazily so that asv's discovery step stays fast.
 """
@@ -13,6 +14,28 @@ PYSCF_CONV_TOL = 1e-9
 #: Davidson residual tolerance of both TDDFT codes (the harness default, the reference setting)
 TDDFT_CONV_TOL = 1e-6
 NSTATES = 5
+
+
+def matmul_peak_gflops(device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """Best float64 GFLOP/s of an n×n matmul on ``device``: the anchor that every speed figure is
+    compared with in the same run (noise only slows a timing, so the best sample is the peak)."""
+    import time
+
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.float64, device=device)
+    b = torch.randn(n, n, dtype=torch.float64, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
 
 
 def molecule(name: str):

@@ -23,6 +23,11 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: _common beside it
+from _common import matmul_peak_gflops  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,17 +53,6 @@ def main(argv=None) -> int:
         lib.num_threads(args.threads)
     threads = torch.get_num_threads()
 
-    def matmul_peak(n=2000, reps=5):
-        a = torch.randn(n, n, dtype=torch.float64)
-        b = torch.randn(n, n, dtype=torch.float64)
-        a @ b
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            a @ b
-            ts.append(time.perf_counter() - t)
-        return 2 * n**3 / min(ts) / 1e9
-
     def pyscf_run(mol):
         t = time.perf_counter()
         pm = to_pyscf(mol)
@@ -74,7 +68,7 @@ def main(argv=None) -> int:
         return time.perf_counter() - t, r
 
     names = args.molecules.split(",")
-    peaks = [matmul_peak()]
+    peaks = [matmul_peak_gflops()]
     rows = []
     for name in names:
         mol = g2_molecule(name)
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
         C_occ = res.mo_coeff[:, : setup.nocc]
         xc = {}
         for fn, n_mm in ((PBE(), 2), (TPSS(), 8)):
-            peaks.append(matmul_peak())  # right beside each XC timing: the machine's speed drifts
+            peaks.append(matmul_peak_gflops())  # right beside each XC timing: the machine's speed drifts
             eng = XCEngine(fn, setup)
             eng.exc_vxc(res.dm, C_occ=C_occ)
             ts, stages = [], {k: [] for k in ("features_s", "functional_s", "contract_s")}
@@ -148,7 +142,7 @@ def main(argv=None) -> int:
     peak = max(peaks)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.processor() or platform.machine()}; "
           f"torch {torch.__version__}, {threads} threads; float64 matmul peak {peak:.1f} GFLOP/s "
-          f"(2000x2000, best of {len(peaks)} measurements of 5 products each: {', '.join(f'{p:.0f}' for p in peaks)}); load avg {os.getloadavg()[0]:.1f}")
+          f"(2048x2048, best of {len(peaks)} measurements of 5 products each: {', '.join(f'{p:.0f}' for p in peaks)}); load avg {os.getloadavg()[0]:.1f}")
     print("| molecule | nAO | grid | PySCF DF-PBE s | ours s | ratio | ours + exact J s | ratio | setup s | iter s | iters ours/PySCF | ΔE_DF Eh |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKALA_10 = ROOT / "submissions" / "skala-1.0"
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: _common beside it
+from _common import matmul_peak_gflops  # noqa: E402
 
 
 def pyscf_mol(name: str):
@@ -41,19 +46,6 @@ def pyscf_mol(name: str):
         atoms = g2[name]
     spec = [(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.get_positions())]
     return gto.M(atom=spec, basis="def2-svp", unit="Angstrom", verbose=0)
-
-
-def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import torch
-
-    a = torch.randn(n, n, dtype=torch.float64)
-    b = torch.randn(n, n, dtype=torch.float64)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def network_costs(fn, setup) -> dict:
@@ -118,7 +110,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.molecules:
         mol = pyscf_mol(name)
-        peak = peak_gflops()
+        peak = matmul_peak_gflops()
         t = time.perf_counter()
         setup = build_setup(mol, name=name, **needs_of(fn))
         res = run_scf(fn, setup)

@@ -26,22 +26,8 @@ ENERGY_TOL_EH = 1e-8
 EXCITATION_TOL_EV = 1e-6
 
 
-def matmul_peak_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
-    """Best float64 GFLOP/s of an n×n matmul on ``device``."""
-    import torch
-
-    a = torch.randn(n, n, dtype=torch.float64, device=device)
-    b = torch.randn(n, n, dtype=torch.float64, device=device)
-    best = float("inf")
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: _common beside it
+from _common import matmul_peak_gflops  # noqa: E402
 
 
 def run_one(name: str, molecule: str, device: str, grid_level: int, nstates: int) -> dict:

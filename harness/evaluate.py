@@ -1,14 +1,19 @@
-"""``harness evaluate``: score one submission on every molecule of a split (PROTOCOL §3).
+"""``harness evaluate``: score submissions on every molecule of a split (PROTOCOL §3).
 
 The per-molecule scoring is `harness.pipeline` (the scoring code). This module runs it over a
-split: it reads the submission's YAML and hashes (never its code: the functional runs in its
-own process, `harness.remote.RemoteFunctional`, sandboxed by bwrap where it works), checks the
-reference files, serves finished molecules from the cache, runs the rest in this process or in
-a pool of worker processes (`_Pool`), and writes the CSV and the summary as one unit.
+split, for one submission or several in one batch: it reads each submission's YAML and hashes
+(never its code: the functional runs in its own process, `harness.remote.RemoteFunctional`,
+sandboxed by bwrap where it works), checks the reference files, serves finished molecules from
+the cache, and hands the rest to `harness.executor` as (submission, molecule) tasks
+(`evaluate_task`): in this process, a local pool, or Dask workers. A task carries what it needs
+(`EvaluationJob`: the submission's files and settings; `harness.executor.RecordRef`: the
+molecule's reference file), verified where it runs. This process alone writes the files: each
+molecule's cache file as its row arrives, then the CSV and the summary as one unit.
 
-Failures are rows with a status (`harness.status`); a ``harness_error`` row is never cached and
-makes the command exit non-zero. Every molecule counts; none is dropped. SIGINT and SIGTERM stop
-the run and its workers (the functional processes die with them), keeping finished molecules.
+Failures are rows with a status (`harness.status`); a ``harness_error`` row (including a task
+whose worker died, or whose files arrived altered) is never cached and makes the command exit
+non-zero. Every molecule counts; none is dropped. SIGINT and SIGTERM stop the run and its
+workers (the functional processes die with them), keeping finished molecules.
 
 Results are cached per molecule (`harness.results`), so an interrupted evaluation continues
 where it stopped and a rerun recomputes nothing. The cache key holds the submission's files,
@@ -19,20 +24,31 @@ under the same limits.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 import harness
 from harness.errors import HarnessError
+from harness.executor import (
+    FileBundle,
+    Outcome,
+    PayloadError,
+    RecordRef,
+    Task,
+    clear_worker_cache,
+    current_threads,
+    make_executor,
+    seed_worker_cache,
+    worker_cached,
+    worker_scratch,
+)
 from harness.pipeline import (  # the scoring code; re-exported for callers of harness.evaluate
     CONV_TOL_ENERGY,
     CONV_TOL_GRAD,
@@ -60,9 +76,10 @@ from harness.results import (
 )
 from harness.status import Status
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 from harness.summary_schema import SUMMARY_FORMAT, check as check_summary
 from harness.submission import Submission, SubmissionError, load_submission, submission_sha256  # noqa: F401
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 class EvaluationError(HarnessError, RuntimeError):
     """The evaluation cannot run at all (bad submission, reference or options); one clear line."""
@@ -83,122 +100,80 @@ class EvaluationResult:
 
 
 # ------------------------------------------------------------------------------------------
-# worker processes
+# the task a worker runs
 # ------------------------------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """Everything a worker needs to score molecules of one submission (`evaluate_task`):
+    the submission's files (`harness.executor.FileBundle`, verified where they land) and their
+    combined sha256, the functional's limits and sandbox, the reference settings, and how to run."""
+
+    submission: FileBundle
+    combined_sha256: str
+    name: str
+    limits: Limits
+    sandbox: str
+    hide: tuple[str, ...]
+    settings: Any  # harness.reference.settings.ReferenceSettings
+    device: str
+    dtype: str
+    excitations: ExcitationsHook | None
+
+    @property
+    def functional_key(self) -> tuple:
+        return (self.combined_sha256, tuple(self.limits.to_dict().items()), self.sandbox, self.hide)
 
 
-def die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies (a killed harness leaves no workers)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
-def _init_worker(threads: int, functional_kwargs: dict, reference_root: str, device: str, dtype_name: str,
-                 excitations: ExcitationsHook | None) -> None:
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops the run
-    torch.set_num_threads(threads)
-    try:
-        from pyscf import lib
-
-        lib.num_threads(threads)
-    except Exception:  # pragma: no cover
-        pass
-    _WORKER.update(
-        functional=RemoteFunctional(**functional_kwargs, threads=threads),
-        refset=ReferenceSet(reference_root),
-        device=device,
-        dtype=_DTYPES[dtype_name],
-        excitations=excitations,
-    )
+def _start_functional(job: EvaluationJob) -> RemoteFunctional:
+    folder = job.submission.materialize()
+    if job.submission.folder is None:  # shipped: the unpacked files must be the submission scored
+        got = submission_sha256(folder)["combined"]
+        if got != job.combined_sha256:
+            raise PayloadError(f"{job.name}: the submission unpacked on this worker hashes to {got[:12]}…, "
+                               f"not {job.combined_sha256[:12]}…; refused")
+    records = worker_scratch() / "records"
+    records.mkdir(exist_ok=True)
+    functional = RemoteFunctional(folder, limits=job.limits, sandbox=job.sandbox, name=job.name,
+                                  hide=[*job.hide, str(records)], threads=current_threads())
+    return functional.start()
 
 
-def _worker_task(key: str) -> dict:
-    w = _WORKER
-    record = w["refset"].load(key)  # a corrupt file is the reference's problem: it propagates
-    return evaluate_molecule(w["functional"], record, w["refset"].settings, device=w["device"],
-                             dtype=w["dtype"], excitations=w["excitations"])
+def evaluate_task(job: EvaluationJob, record: RecordRef) -> dict:
+    """Score one molecule of ``job``'s submission: the row of `harness.pipeline.evaluate_molecule`.
+    The functional's process is started once per worker and submission and kept for the next."""
+    functional = worker_cached("functional", job.functional_key, lambda: _start_functional(job), keep=1,
+                               close=RemoteFunctional.close)
+    rec = record.load()  # a corrupt file is the reference's problem: ReferenceDataError stops the run
+    return evaluate_molecule(functional, rec, job.settings, device=job.device, dtype=_DTYPES[job.dtype],
+                             excitations=job.excitations)
 
 
-class _Pool:
-    """A process pool of `workers` harness processes with at most `workers` molecules in flight.
+def _submission_files(folder: Path) -> list[str]:
+    """Every file of a submission folder that travels to a worker (not checkpoints, caches, dot files)."""
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if not p.is_file() or any(part.startswith(".") or part in ("__pycache__", "checkpoints") for part in rel.parts):
+            continue
+        out.append(rel.as_posix())
+    return out
 
-    A worker killed from outside (``BrokenProcessPool``) fails only the molecules it was
-    running; they are retried once in a fresh pool, then reported as ``harness_error`` (never
-    cached). Stopping (`kill`) SIGKILLs every worker; their functional processes die with them.
-    """
 
-    def __init__(self, workers: int, initargs: tuple):
-        self.workers = workers
-        self.initargs = initargs
-        self.ex: cf.ProcessPoolExecutor | None = None
-
-    def _new(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                      initargs=self.initargs)
-
-    def kill(self) -> None:
-        ex, self.ex = self.ex, None
-        if ex is None:
-            return
-        for p in list(getattr(ex, "_processes", {}).values()):
-            try:
-                p.kill()
-            except Exception:  # pragma: no cover
-                pass
-        ex.shutdown(wait=False, cancel_futures=True)
-
-    def run(self, keys: Sequence[str], done: Callable[[str, dict], None]) -> None:
-        pending = list(keys)
-        retried: set[str] = set()
-        self.ex = self._new()
-        running: dict[cf.Future, str] = {}
-        try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    k = pending.pop(0)
-                    running[self.ex.submit(_worker_task, k)] = k
-                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                broken = False
-                for fut in finished:
-                    key = running.pop(fut)
-                    try:
-                        row = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        broken = True
-                        if key not in retried:
-                            retried.add(key)
-                            pending.insert(0, key)
-                            continue
-                        row = empty_row(key)
-                        row.update(status=Status.HARNESS_ERROR.value,
-                                   error=f"{key}: the harness worker process died twice on this molecule "
-                                         "(killed from outside, or out of memory)")
-                    except ReferenceDataError:
-                        raise
-                    except Exception as exc:
-                        row = empty_row(key)
-                        row.update(status=Status.HARNESS_ERROR.value,
-                                   error=f"{key}: harness worker failed: {type(exc).__name__}: {exc}")
-                    done(key, row)
-                if broken:
-                    for fut, key in list(running.items()):  # the pool is gone: their work is lost
-                        pending.insert(0, key)
-                    running.clear()
-                    self.kill()
-                    self.ex = self._new()
-        finally:
-            self.kill()
+def failed_row(key: str, outcome: Outcome) -> dict:
+    """The ``harness_error`` row of a task that did not return one (never cached)."""
+    row = empty_row(key)
+    if outcome.lost_worker is not None:
+        message = f"{key}: {outcome.lost_worker}"
+    else:
+        message = f"{key}: harness worker failed: {type(outcome.error).__name__}: {outcome.error}"
+    row.update(status=Status.HARNESS_ERROR.value, error=message)
+    return row
 
 
 # ------------------------------------------------------------------------------------------
-# the whole split
+# the whole split, for one submission or several
 # ------------------------------------------------------------------------------------------
 
 
@@ -229,8 +204,29 @@ def default_memory_gb() -> float:
     return round(0.75 * total / 2**30, 1)
 
 
-def evaluate(
-    submission_dir: str | Path,
+@dataclass
+class _Run:
+    """One submission's part of an evaluation: its files, cache key, rows and what is left."""
+
+    sub: Submission
+    hashes: dict
+    job: EvaluationJob
+    paths: ResultPaths
+    ckey: str
+    sandbox: str
+    rows: dict[str, dict] = field(default_factory=dict)
+    cached: list[str] = field(default_factory=list)
+    todo: list[str] = field(default_factory=list)
+
+
+def evaluate(submission_dir: str | Path, split: str = "test", reference: str | Path | None = None,
+             **kwargs: Any) -> EvaluationResult:
+    """Evaluate one submission (`evaluate_many` with one folder; same options)."""
+    return evaluate_many([submission_dir], split, reference, **kwargs)[0]
+
+
+def evaluate_many(
+    submission_dirs: Sequence[str | Path],
     split: str = "test",
     reference: str | Path | None = None,
     *,
@@ -238,27 +234,34 @@ def evaluate(
     device: str = "cpu",
     dtype: str = "float64",
     workers: int = 1,
+    scheduler: str | None = None,
     progress: bool = True,
     excitations: ExcitationsHook | None = None,
     keys: Sequence[str] | None = None,
     recompute: bool = False,
     limits: Limits | None = None,
     sandbox: str = "auto",
-) -> EvaluationResult:
-    """Evaluate ``submission_dir`` on ``split`` of ``reference`` (default: the bundled set) and
-    write ``out/<name>/<split>/{molecules/*.json, per_molecule.csv, summary.json}``.
+) -> list[EvaluationResult]:
+    """Evaluate every folder of ``submission_dirs`` on ``split`` of ``reference`` (default: the
+    bundled set) as one batch of (submission, molecule) tasks, and write
+    ``out/<name>/<split>/{molecules/*.json, per_molecule.csv, summary.json}`` for each.
 
-    ``keys`` restricts the evaluation to these molecules of the split; ``recompute`` ignores
-    the cache; ``limits`` are the per-molecule wall-time and memory limits of the functional's
-    process (default: 1800 s, `default_memory_gb`); ``sandbox``: ``auto``, ``bwrap`` or
-    ``none`` (`harness.sandbox`). Raises `SubmissionError`, `ReferenceDataError` or
-    `EvaluationError` when the evaluation cannot start; molecule failures become rows.
+    ``workers``: molecules in parallel on this machine; ``scheduler``: run the tasks on Dask
+    instead (``local:N``, an address or a scheduler file; `harness.executor`). ``keys``
+    restricts the evaluation to these molecules of the split; ``recompute`` ignores the cache;
+    ``limits`` are the per-molecule wall-time and memory limits of the functional's process
+    (default: 1800 s, `default_memory_gb`), on whichever machine it runs; ``sandbox``:
+    ``auto``, ``bwrap`` or ``none`` (`harness.sandbox`). Raises `SubmissionError`,
+    `ReferenceDataError`, `EvaluationError` or `ExecutorError` when the evaluation cannot
+    start; molecule failures become rows.
     """
     from tqdm.auto import tqdm
 
     from harness.reference.pins import BUNDLED_REFERENCE_DIR
 
     t_total = time.perf_counter()
+    if not submission_dirs:
+        raise EvaluationError("no submission folder given")
     if workers < 1:
         raise EvaluationError(f"--workers must be at least 1, got {workers}")
     if dtype not in _DTYPES:
@@ -272,9 +275,12 @@ def evaluate(
     out = Path(out)
     _check_out(out)
 
-    # the submission: YAML and hashes here; its code only in its own process
-    sub: Submission = load_submission(submission_dir)
-    hashes = submission_sha256(sub.folder)
+    # the submissions: YAML and hashes here; their code only in their own processes
+    subs: list[Submission] = [load_submission(d) for d in submission_dirs]
+    names = [s.name for s in subs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise EvaluationError(f"submission name(s) {twice} given more than once; their results would share a folder")
 
     # the reference: manifest (pinned when bundled) and the split's files
     ref_root = Path(reference) if reference is not None else BUNDLED_REFERENCE_DIR
@@ -291,61 +297,89 @@ def evaluate(
     for e in entries:
         refset.check_file(e)
     settings = refset.settings
-
-    functional_kwargs = dict(submission_dir=str(sub.folder), limits=limits, sandbox=sandbox,
-                             hide=[str(refset.root), str(out.resolve())], name=sub.name)
-    functional = RemoteFunctional(**functional_kwargs)
-    functional.start()  # loads the submission in its process: a broken one stops here, one line
-
     eval_settings = evaluation_settings(excitations)
-    paths = ResultPaths.of(out, sub.name, split)
-    paths.prepare()
-    ckey = cache_key(hashes["combined"], refset.manifest_sha256, device, dtype, hook_name(excitations),
-                     scoring=scoring_sha256(), settings=eval_settings.sha256(), sandbox=functional.sandbox)
+    hide = (str(refset.root.resolve()), str(out.resolve()))
 
-    rows: dict[str, dict] = {}
-    cached: list[str] = []
-    todo: list[str] = []
-    for e in entries:
-        row = None if recompute else read_molecule(paths, e.key, ckey, limits=limits.to_dict())
-        if row is not None:
-            rows[e.key] = row
-            cached.append(e.key)
-        else:
-            todo.append(e.key)
-
-    def commit(key: str, row: dict) -> None:
-        if Status(row["status"]).cacheable:
-            write_molecule(paths, key, ckey, row, limits=limits.to_dict())
-        rows[key] = row
-
-    bar = tqdm(total=len(entries), initial=len(cached), desc=f"evaluate {sub.name}", unit="mol",
-               disable=not progress, smoothing=0.1)
-
-    def done(key: str, row: dict) -> None:
-        commit(key, row)
-        bar.set_postfix_str(f"{key} {row['status']}")
-        bar.update()
-
-    previous = _install_sigterm()
+    executor = make_executor(workers, scheduler)
+    runs: list[_Run] = []
     try:
-        if workers == 1 or len(todo) <= 1:
-            for key in todo:
-                bar.set_postfix_str(key)
-                record = refset.load(key)  # a corrupt file stops the run (ReferenceDataError)
-                done(key, evaluate_molecule(functional, record, settings, device=device,
-                                            dtype=_DTYPES[dtype], excitations=excitations))
-        else:
-            functional.close()  # each worker has its own functional process
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            init = (threads, functional_kwargs, str(refset.root), device, dtype, excitations)
-            _Pool(workers, init).run(todo, done)
-    finally:
-        _restore_sigterm(previous)
-        bar.close()
-        functional.close()
+        for sub in subs:
+            hashes = submission_sha256(sub.folder)
+            bundle = FileBundle.of(sub.folder, _submission_files(sub.folder), ship=executor.ships_files)
+            job = EvaluationJob(submission=bundle, combined_sha256=hashes["combined"], name=sub.name, limits=limits,
+                                sandbox=sandbox, hide=hide, settings=settings, device=device, dtype=dtype,
+                                excitations=excitations)
+            # load the submission in its own process here first: a broken one stops the run, one line
+            functional = RemoteFunctional(sub.folder, limits=limits, sandbox=sandbox, hide=list(hide), name=sub.name)
+            functional.start()
+            resolved_sandbox = functional.sandbox
+            if executor.kind == "inline":  # this process is the worker: keep the started process
+                seed_worker_cache("functional", job.functional_key, functional, close=RemoteFunctional.close)
+            else:
+                functional.close()
+            paths = ResultPaths.of(out, sub.name, split)
+            paths.prepare()
+            ckey = cache_key(hashes["combined"], refset.manifest_sha256, device, dtype, hook_name(excitations),
+                             scoring=scoring_sha256(), settings=eval_settings.sha256(), sandbox=resolved_sandbox)
+            run = _Run(sub, hashes, job, paths, ckey, resolved_sandbox)
+            for e in entries:
+                row = None if recompute else read_molecule(paths, e.key, ckey, limits=limits.to_dict())
+                if row is not None:
+                    run.rows[e.key] = row
+                    run.cached.append(e.key)
+                else:
+                    run.todo.append(e.key)
+            runs.append(run)
 
-    ordered = [rows[e.key] for e in entries]
+        tasks = [Task(f"{sub_i}:{key}", evaluate_task, (run.job, RecordRef.of(refset, key, executor.ships_files)))
+                 for sub_i, run in enumerate(runs) for key in run.todo]
+        n_cached = sum(len(r.cached) for r in runs)
+        label = subs[0].name if len(subs) == 1 else f"{len(subs)} submissions"
+        bar = tqdm(total=len(entries) * len(runs), initial=n_cached, desc=f"evaluate {label}", unit="mol",
+                   disable=not progress, smoothing=0.1)
+
+        def done(outcome: Outcome) -> None:
+            sub_i, key = outcome.task.key.split(":", 1)
+            run = runs[int(sub_i)]
+            if outcome.ok:
+                row = outcome.value
+            elif isinstance(outcome.error, ReferenceDataError):
+                raise outcome.error
+            else:
+                row = failed_row(key, outcome)
+            if Status(row["status"]).cacheable:
+                write_molecule(run.paths, key, run.ckey, row, limits=limits.to_dict())
+            run.rows[key] = row
+            bar.set_postfix_str(f"{key} {row['status']}" + ("" if len(runs) == 1 else f" ({run.sub.name})"))
+            bar.update()
+
+        previous = _install_sigterm()
+        try:
+            executor.map(tasks, done)
+        finally:
+            _restore_sigterm(previous)
+            bar.close()
+    finally:
+        clear_worker_cache("functional")
+        executor.close()
+
+    results = []
+    for run in runs:
+        ordered = [run.rows[e.key] for e in entries]
+        summary = _summary(run, ordered, entries, n_split, bool(keys), split, refset, settings, eval_settings,
+                           excitations, limits, device, dtype, executor, time.perf_counter() - t_total)
+        check_summary({**summary, "csv_sha256": ""})  # the writer's own check, before anything is written
+        summary = write_results(run.paths, ordered, summary)
+        if not keys and len(ordered) != n_split:  # pragma: no cover - defensive
+            raise HarnessError(f"{run.paths.csv}: {len(ordered)} rows for {n_split} molecules")
+        results.append(EvaluationResult(summary=summary, rows=ordered, paths=run.paths, computed=run.todo,
+                                        cached=run.cached))
+    return results
+
+
+def _summary(run: _Run, ordered: list[dict], entries, n_split: int, subset: bool, split: str, refset, settings,
+             eval_settings, excitations, limits: Limits, device: str, dtype: str, executor, wall_total: float) -> dict:
+    sub, hashes = run.sub, run.hashes
     stage_sums = {c: sum(float(r.get(c) or 0.0) for r in ordered) for c in STAGE_COLUMNS}
     summary: dict[str, Any] = {
         "summary_format": SUMMARY_FORMAT,
@@ -353,7 +387,7 @@ def evaluate(
         "split": split,
         "protocol_version": harness.PROTOCOL_VERSION,
         # the molecules scored when --molecule restricted the split; null = the whole split
-        "subset": [e.key for e in entries] if keys else None,
+        "subset": [e.key for e in entries] if subset else None,
         **summarize(ordered, n_split=n_split, excitations_run=excitations is not None),
         "provenance": {
             "harness_version": harness.__version__,
@@ -361,7 +395,7 @@ def evaluate(
             "scoring_sha256": scoring_sha256(),
             "evaluation_settings": eval_settings.to_dict(),
             "settings_sha256": eval_settings.sha256(),
-            "sandbox": functional.sandbox,
+            "sandbox": run.sandbox,
             "limits": limits.to_dict(),
             "reference": {
                 "name": refset.header.get("name"),
@@ -382,28 +416,25 @@ def evaluate(
             "device": device,
             "dtype": dtype,
             "machine": machine_info(),
-            "workers": workers,
+            "workers": executor.workers,
+            "executor": executor.kind,
             "model_scf": {"max_cycle": MAX_CYCLE, "conv_tol_energy_Eh": CONV_TOL_ENERGY,
                           "conv_tol_grad": CONV_TOL_GRAD},
             "excitations": None if excitations is None else {"stage": hook_name(excitations),
                                                              **eval_settings.excitations},
         },
         "wall_s": {
-            "total": time.perf_counter() - t_total,
+            "total": wall_total,
             "molecules_sum": stage_sums["wall_s"],
             "setup_sum": stage_sums["setup_wall_s"],
             "model_scf_sum": stage_sums["model_scf_wall_s"],
             "excitations_sum": stage_sums["excitations_wall_s"],
             "metrics_sum": stage_sums["metrics_wall_s"],
         },
-        "n_computed_this_run": len(todo),
-        "n_cached": len(cached),
+        "n_computed_this_run": len(run.todo),
+        "n_cached": len(run.cached),
     }
-    check_summary({**summary, "csv_sha256": ""})  # the writer's own check, before anything is written
-    summary = write_results(paths, ordered, summary)
-    if not keys and summary["subset"] is None and len(ordered) != n_split:  # pragma: no cover - defensive
-        raise HarnessError(f"{paths.csv}: {len(ordered)} rows for {n_split} molecules")
-    return EvaluationResult(summary=summary, rows=ordered, paths=paths, computed=todo, cached=cached)
+    return summary
 
 
 def _install_sigterm():
@@ -426,6 +457,6 @@ def _restore_sigterm(previous) -> None:
 
 __all__ = [
     "CONV_TOL_ENERGY", "CONV_TOL_GRAD", "EvaluationError", "EvaluationResult", "ExcitationsHook",
-    "MAX_CYCLE", "SUMMARY_FORMAT", "evaluate", "evaluate_molecule", "evaluation_settings", "summarize",
+    "MAX_CYCLE", "SUMMARY_FORMAT", "EvaluationJob", "evaluate", "evaluate_many", "evaluate_molecule", "evaluate_task", "evaluation_settings", "summarize",
     "SubmissionError",
 ]

@@ -40,15 +40,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from harness.errors import HarnessError
+from harness.executor import RecordRef, Task, clear_worker_cache, make_executor, worker_cached
 from harness.io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from harness.losses import (
     DEFAULT_SOLVER,
     DEFAULT_WEIGHTS,
+    LossOutput,
     LossWeights,
     SolverOptions,
     TrainingGeometry,
@@ -153,6 +156,11 @@ class TrainConfig:
     #: worker processes of the reference build (when the preset's data must be computed)
     build_workers: int = 1
     solver: SolverOptions = DEFAULT_SOLVER
+    #: where each step's per-molecule losses and gradients are computed (`harness.executor`):
+    #: 1 = this process; N > 1 = a local pool; ``scheduler`` = Dask (overrides ``workers``).
+    #: Not part of the run's identity: a run may resume on another backend.
+    workers: int = 1
+    scheduler: str | None = None
 
     @property
     def spec(self) -> Preset:
@@ -288,12 +296,16 @@ def _load_di(record, sha: str, cache: Path, spec: Preset, progress_note=None):
     return {k: np.asarray(getattr(di, k)) for k in fields}
 
 
-def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry], list[TrainingGeometry], dict]:
-    """(train geometries, val geometries, description) for a run."""
+def load_data(cfg: TrainConfig, model, log=print, executor=None) -> tuple[list["GeometryJob"], list["GeometryJob"], dict]:
+    """(train geometries, val geometries, description) for a run, as `GeometryJob` objects (a
+    worker prepares each geometry the first time it needs it). ``executor``: where a missing
+    reference build runs (default: ``cfg.build_workers`` local processes); when it ships files
+    (Dask), the jobs carry their reference files."""
     from harness.reference.store import ReferenceSet
 
     spec = cfg.spec
     cache = _cache_dir(cfg)
+    ship = executor is not None and executor.ships_files
     if cfg.reference is not None:
         refset = ReferenceSet(cfg.reference)
         tr = refset.select(cfg.split_train, conformers=spec.conformers > 0)
@@ -330,6 +342,7 @@ def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry
                     planned.append(PlannedGeometry(c, cfg.split_train, di=di_in_files))
         planned += [PlannedGeometry(m, cfg.split_val) for m in mols_va]
         report = build_reference(cache, planned, settings, workers=max(1, cfg.build_workers), progress=cfg.progress,
+                                 executor=executor if executor is not None and executor.kind == "dask" else None,
                                  name=f"{spec.data}-train-val" if spec.data else "g2-b3lyp-svp",
                                  di_settings=_di_settings(spec) if di_in_files else None)
         if report.failed:
@@ -351,9 +364,11 @@ def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry
     def prep(entries, with_di):
         out = []
         for e in entries:
-            rec = refset.load(e.key)
-            di = _load_di(rec, e.sha256, cache, spec, log if cfg.progress else None) if with_di else None
-            out.append(prepare_geometry(rec, model, grid_level=spec.grid_level, di=di))
+            di = None
+            if with_di:
+                rec = refset.load(e.key)
+                di = _load_di(rec, e.sha256, cache, spec, log if cfg.progress else None)
+            out.append(GeometryJob(RecordRef.of(refset, e.key, ship=ship), di, spec.grid_level))
         return out
 
     train = prep(tr, cfg.loss == "di")
@@ -362,7 +377,7 @@ def load_data(cfg: TrainConfig, model, log=print) -> tuple[list[TrainingGeometry
         raise TrainError(f"no training ({len(train)}) or validation ({len(val)}) geometries selected")
     desc = {
         "reference": source, "reference_manifest_sha256": refset.manifest_sha256,
-        "train_keys": [g.key for g in train], "val_keys": [g.key for g in val],
+        "train_keys": [g.record.key for g in train], "val_keys": [g.record.key for g in val],
         "di_settings": _di_settings(spec).to_dict() if cfg.loss == "di" else None,
     }
     return train, val, desc
@@ -380,6 +395,93 @@ def saw_test_molecules(keys: list[str]) -> bool:
     from harness.molecules import split_of
 
     return any(split_of(k.split("__c")[0]) == "test" for k in keys)
+
+
+# ------------------------------------------------------------------------------------------
+# one molecule's loss: the task of a training step
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeometryJob:
+    """One training geometry as a task carries it: the reference record (`RecordRef`), its DI
+    targets (mapping of arrays, or None) and the training grid level."""
+
+    record: RecordRef
+    di: Any
+    grid_level: int
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """The model and loss of a run, as a worker rebuilds them (`molecule_loss_task`)."""
+
+    arch: str
+    architecture: str
+    seed: int
+    loss: str
+    weights: LossWeights
+    solver: SolverOptions
+
+
+def _geometry(model, job: ModelJob, g: GeometryJob) -> TrainingGeometry:
+    """The prepared geometry (setup, grid, reference density), built once per worker."""
+    key = (g.record.key, g.record.sha256, g.grid_level, g.di is not None, job.arch, job.architecture)
+    return worker_cached("train-geometry", key, lambda: prepare_geometry(g.record.load(), model,
+                                                                         grid_level=g.grid_level, di=g.di), keep=None)
+
+
+def molecule_loss(model, job: ModelJob, g: GeometryJob, backward: bool, scale: float = 1.0) -> LossOutput:
+    """One geometry's loss (``backward``: the run's loss, its gradient times ``scale``
+    accumulated into ``model``'s ``.grad``; else the E+D validation terms, no gradient)."""
+    fn = loss_function(job.loss if backward else "ed")
+    return fn(model, _geometry(model, job, g), job.weights, job.solver, backward=backward, scale=scale)
+
+
+def molecule_loss_task(job: ModelJob, state: dict[str, torch.Tensor], g: GeometryJob, backward: bool,
+                       scale: float) -> tuple[LossOutput, dict[str, torch.Tensor] | None]:
+    """A worker's part of a step: the model at ``state``, one geometry's loss, and the
+    parameter gradient (name → tensor) that this geometry alone contributes."""
+    model = worker_cached("train-model", (job.arch, job.architecture, job.seed),
+                          lambda: build_model(job.arch, job.architecture, job.seed), keep=1)
+    model.load_state_dict(state, strict=True)
+    model.zero_grad(set_to_none=True)
+    out = molecule_loss(model, job, g, backward, scale)
+    grads = None
+    if backward:
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, grads
+
+
+def run_losses(executor, model, job: ModelJob, geoms: list[GeometryJob], backward: bool,
+               scale: float = 1.0) -> list[LossOutput]:
+    """The losses of ``geoms`` at the current ``model``, in their order; with ``backward`` the
+    summed parameter gradient ends in ``model``'s ``.grad``. In this process (``inline``) the
+    live model accumulates it; elsewhere each worker returns its molecule's gradient and they
+    are added here in the same order."""
+    if executor.kind == "inline":
+        return [molecule_loss(model, job, g, backward, scale) for g in geoms]
+    state = _state_dict(model)
+    outcomes: dict[int, Any] = {}
+    tasks = [Task(f"{i}", molecule_loss_task, (job, state, g, backward, scale)) for i, g in enumerate(geoms)]
+    executor.map(tasks, lambda o: outcomes.__setitem__(int(o.task.key), o))
+    params = dict(model.named_parameters())
+    outs = []
+    for i, g in enumerate(geoms):
+        o = outcomes[i]
+        if o.error is not None:
+            raise o.error
+        if o.lost_worker is not None:
+            raise TrainError(f"{g.record.key}: {o.lost_worker}")
+        out, grads = o.value
+        outs.append(out)
+        for name, grad in (grads or {}).items():
+            p = params[name]
+            if p.grad is None:
+                p.grad = grad.clone()
+            else:
+                p.grad.add_(grad)
+    return outs
 
 
 # ------------------------------------------------------------------------------------------
@@ -591,20 +693,13 @@ class TrainResult:
     rows: list[dict] = field(default_factory=list)
 
 
-def _evaluate(model, geoms, cfg: TrainConfig) -> list:
-    fn = loss_function("ed")  # validation: E+D terms and metrics, no gradients
-    return [fn(model, g, cfg.weights, cfg.solver, backward=False) for g in geoms]
-
-
 def train(cfg: TrainConfig, log=print) -> TrainResult:
     """Run (or resume) one training; returns the selection and the log rows."""
-    from tqdm.auto import tqdm
-
     if cfg.arch not in ARCH_CHOICES:
         raise TrainError(f"unknown architecture {cfg.arch!r}; choose from {list(ARCH_CHOICES)}")
     if cfg.preset not in PRESETS:
         raise TrainError(f"unknown preset {cfg.preset!r}; choose from {sorted(PRESETS)}")
-    loss_fn = loss_function(cfg.loss)
+    loss_function(cfg.loss)  # an unknown loss fails before anything is built
     t_start = time.perf_counter()
     torch.set_num_threads(max(1, int(cfg.threads)))
     out = Path(cfg.out)
@@ -613,7 +708,23 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
     spec = cfg.spec
 
     model = build_model(cfg.arch, cfg.spec.architecture, cfg.seed)
-    train_set, val_set, data_desc = load_data(cfg, model, log=log)
+    executor = make_executor(cfg.workers, cfg.scheduler)
+    try:
+        return _train(cfg, log, model, executor, t_start, out, ckdir, spec)
+    finally:
+        clear_worker_cache("train-geometry")
+        clear_worker_cache("train-model")
+        executor.close()
+
+
+def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ckdir: Path,
+           spec: Preset) -> TrainResult:
+    from tqdm.auto import tqdm
+
+    train_set, val_set, data_desc = load_data(cfg, model, log=log, executor=executor)
+    job = ModelJob(cfg.arch, spec.architecture, cfg.seed, cfg.loss, cfg.weights, cfg.solver)
+    if executor.kind != "inline":
+        log(f"per-molecule losses on {executor.describe()}")
     opt = Adam(model.parameters(), lr=spec.lr)
 
     def lr_at(step: int) -> float:
@@ -651,7 +762,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
     def validate(step: int):
         nonlocal model_best
-        outs = _evaluate(model, val_set, cfg)
+        outs = run_losses(executor, model, job, val_set, backward=False)  # E+D terms and metrics
         row = _row(step, "val", outs, opt.lr, time.perf_counter() - t_start)
         rows.append(row)
         mae = row["energy_mae_mEh"] if row["scf_converged_fraction"] == 1.0 else float("inf")
@@ -673,9 +784,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
                 idx = np.sort(rng.choice(len(train_set), size=spec.batch, replace=False))
             opt.lr = lr_at(step)
             opt.zero_grad()
-            outs = []
-            for i in idx:
-                outs.append(loss_fn(model, train_set[i], cfg.weights, cfg.solver, backward=True, scale=1.0 / len(idx)))
+            outs = run_losses(executor, model, job, [train_set[i] for i in idx], backward=True, scale=1.0 / len(idx))
             params = [p for p in model.parameters() if p.grad is not None]
             bad = any(not bool(torch.isfinite(p.grad).all()) for p in params)
             if bad:  # skip a step with a non-finite gradient (counted in the log as loss None)
@@ -730,4 +839,5 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
 
 __all__ = ["ARCH_CHOICES", "LOSS_CHOICES", "PRESETS", "Preset", "TrainConfig", "TrainError", "TrainResult",
-           "build_model", "load_data", "prepare_data", "subset_molecules", "train", "write_submission"]
+           "GeometryJob", "ModelJob", "build_model", "load_data", "molecule_loss", "molecule_loss_task", "prepare_data",
+           "run_losses", "subset_molecules", "train", "write_submission"]

@@ -4,6 +4,7 @@
 #   scripts/leaderboard.sh [SUBMISSION ...]   (default: every folder in submissions/ but skala-1.0,
 #                                              whose test split takes hours: name it to include it)
 #   EVAL_ARGS="--no-excitations" scripts/leaderboard.sh nlmp-ed   (extra options for harness evaluate)
+#   SCHEDULER=local:2 scripts/leaderboard.sh                      (run the sweep on Dask)
 #
 # Resumable: 'harness evaluate' caches every finished molecule, so rerun the same command after an
 # interruption. Each result's summary.json and per_molecule.csv are copied together into
@@ -21,10 +22,14 @@ else
         [ "$n" = "skala-1.0" ] || names+=("$n")
     done
 fi
+# one call, one batch of tasks for all of them (each into results/<name>/test/); SCHEDULER=local:2 or
+# SCHEDULER=tcp://HOST:8786 runs it on Dask (docs/distributed.md)
+dirs=()
+for n in "${names[@]}"; do dirs+=("submissions/$n"); done
+echo "== evaluate ${names[*]} on the test split"
+# shellcheck disable=SC2086
+"$PY" -m harness.cli evaluate "${dirs[@]}" --split test --quiet --out results ${SCHEDULER:+--scheduler "$SCHEDULER"} ${EVAL_ARGS:-}
 for n in "${names[@]}"; do
-    echo "== evaluate submissions/$n on the test split"
-    # shellcheck disable=SC2086
-    "$PY" -m harness.cli evaluate "submissions/$n" --split test --quiet --out results ${EVAL_ARGS:-}
     mkdir -p "leaderboard/results/$n/test"
     cp "results/$n/test/per_molecule.csv" "results/$n/test/summary.json" "leaderboard/results/$n/test/"
 done

@@ -200,15 +200,16 @@ def test_cg_reports_nonpositive_curvature():
 def test_no_converged_validation_is_a_train_error(tmp_path, cache, monkeypatch):
     import harness.train as T
 
-    real = T._evaluate
+    real = T.run_losses
 
-    def never_converged(model, geoms, cfg):
-        outs = real(model, geoms, cfg)
-        for o in outs:
-            o.metrics["scf_converged"] = 0.0
+    def never_converged(executor, model, job, geoms, backward, scale=1.0):
+        outs = real(executor, model, job, geoms, backward, scale)
+        if not backward:  # every validation pass fails to converge
+            for o in outs:
+                o.metrics["scf_converged"] = 0.0
         return outs
 
-    monkeypatch.setattr(T, "_evaluate", never_converged)
+    monkeypatch.setattr(T, "run_losses", never_converged)
     with pytest.raises(T.TrainError, match="no validation pass converged"):
         train(_cfg(tmp_path / "nv", cache, steps=1))
 

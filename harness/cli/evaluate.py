@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.executor import add_scheduler_argument
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 
 SPLIT_CHOICES = ("test", "tiny", "val", "train")
@@ -28,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/<name>/<split>/per_molecule.csv and summary.json. Finished molecules are cached: "
         "after an interruption, rerun the same command and it continues where it stopped.",
     )
-    p.add_argument("submission", type=Path, metavar="SUBMISSION_DIR",
-                   help="submission folder holding submission.yaml (e.g. submissions/pbe)")
+    p.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION_DIR",
+                   help="submission folder holding submission.yaml (e.g. submissions/pbe); several folders are "
+                   "scored in one batch of tasks (a whole leaderboard sweep), each into its own results folder")
     p.add_argument("--split", choices=SPLIT_CHOICES, default="test", help="molecules to score (default: %(default)s)")
     p.add_argument("--reference", type=Path, default=None, metavar="DIR",
                    help="reference folder (default: the bundled set "
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
                    help="molecules in parallel (processes, each with cores/N threads; default: %(default)s, "
                    "i.e. min(2, cores): two single-thread workers beat one two-thread worker on small matrices)")
+    add_scheduler_argument(p, "the (submission, molecule) tasks")
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: %(default)s)")
     p.add_argument("--molecule", action="append", metavar="KEY",
                    help="evaluate only this molecule of the split (repeatable)")
@@ -65,15 +68,15 @@ def one_line(message: str) -> str:
 
 
 def run_evaluate(args) -> int:
-    from harness.evaluate import default_memory_gb, evaluate
+    from harness.evaluate import default_memory_gb, evaluate_many
     from harness.remote import Limits
     from harness.results import render_report
     from harness.tddft import excitations_hook
 
     try:
-        result = evaluate(
-            args.submission, split=args.split, reference=args.reference, out=args.out,
-            device=args.device, workers=args.workers, progress=not args.quiet,
+        results = evaluate_many(
+            args.submissions, split=args.split, reference=args.reference, out=args.out,
+            device=args.device, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
             keys=args.molecule, recompute=args.recompute,
             excitations=None if args.no_excitations else excitations_hook,
             limits=Limits(timeout_s=args.timeout_s,
@@ -82,17 +85,20 @@ def run_evaluate(args) -> int:
         )
     except HarnessError as exc:
         raise HarnessError(one_line(str(exc))) from exc
-    if not args.quiet:
-        print(render_report(result.summary, result.rows))
-        print()
-    s = result.summary
-    print(f"{len(result.computed)} computed, {len(result.cached)} from cache; "
-          f"wall {s['wall_s']['total']:.1f} s")
-    print(f"wrote {result.paths.csv}")
-    print(f"wrote {result.paths.summary}")
-    if result.harness_errors:
-        print(f"error: the harness itself failed on {len(result.harness_errors)} molecule(s) "
-              f"({', '.join(result.harness_errors)}); they are not cached: rerun the same command to retry",
-              file=sys.stderr)
+    failed = []
+    for result in results:
+        if not args.quiet:
+            print(render_report(result.summary, result.rows))
+            print()
+        s = result.summary
+        print(f"{s['submission']}: {len(result.computed)} computed, {len(result.cached)} from cache; "
+              f"wall {s['wall_s']['total']:.1f} s")
+        print(f"wrote {result.paths.csv}")
+        print(f"wrote {result.paths.summary}")
+        if result.harness_errors:
+            failed.append(f"{s['submission']}: {', '.join(result.harness_errors)}")
+    if failed:
+        print(f"error: the harness itself failed on some molecules ({'; '.join(failed)}); they are not cached: "
+              "rerun the same command to retry", file=sys.stderr)
         return 1
     return 0

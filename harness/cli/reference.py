@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.executor import add_scheduler_argument
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 
 DEFAULT_BUILD_DIR = Path("reference_data") / "build" / "g2-b3lyp-svp-v1"
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="distorted conformers per train/val molecule (default: %(default)s)")
     b.add_argument("--workers", type=int, default=1, metavar="N",
                    help="molecules computed in parallel (default: %(default)s)")
+    add_scheduler_argument(b, "the geometries")
     b.add_argument("--name", default=None, help="name recorded in the manifest (default: g2-b3lyp-svp, or the folder name of --molecules)")
     b.add_argument("--di", action=argparse.BooleanOptionalAction, default=True,
                    help="compute the DI-Loss targets (PROTOCOL §4: energy, orbital gradient and Hessian-vector "
@@ -105,7 +107,7 @@ def run_build(args) -> int:
         molecules = read_xyz_folder(args.molecules) if args.molecules else None
         planned = plan_geometries(molecules, settings, set(args.split) if args.split else None, di=args.di)
         name = args.name or (args.molecules.resolve().name if args.molecules else "g2-b3lyp-svp")
-        report = build_reference(args.out, planned, settings, workers=args.workers, name=name,
+        report = build_reference(args.out, planned, settings, workers=args.workers, scheduler=args.scheduler, name=name,
                                  progress=not args.quiet, max_geometries=args.max, di_settings=di_settings)
     except (MoleculeError, ReferenceDataError) as exc:
         raise HarnessError(str(exc)) from exc

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.executor import add_scheduler_argument
 from harness.train import ARCH_CHOICES, LOSS_CHOICES, PRESETS
 
 
@@ -42,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="DI loss: weight of the orbital-gradient term (default: harness.losses.LossWeights)")
     p.add_argument("--w-hvp", type=float, default=None, metavar="W",
                    help="DI loss: weight of the Hessian-vector term (default: harness.losses.LossWeights)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes computing each step's per-molecule losses and gradients (default: 1, this "
+                   "process); the same training to round-off for any N")
+    add_scheduler_argument(p, "each step's per-molecule losses and gradients (summed here; the same training "
+                           "to round-off)")
     p.add_argument("--build-workers", type=int, default=1, metavar="N",
                    help="processes for the reference build when the preset's data must be computed (default: 1)")
     p.add_argument("--prepare-data", action="store_true",
@@ -63,6 +69,7 @@ def run_train(args) -> int:
         lr=args.lr, reference=args.reference, split_train=args.split_train, split_val=args.split_val,
         max_train=args.max_train, max_val=args.max_val, grid_level=args.grid_level, cache=args.cache,
         threads=args.threads, progress=not args.quiet, build_workers=args.build_workers,
+        workers=args.workers, scheduler=args.scheduler,
         weights=dataclasses.replace(DEFAULT_WEIGHTS, **{k: v for k, v in (("gradient", args.w_gradient),
                                                                           ("hvp", args.w_hvp)) if v is not None}),
     )

@@ -1,14 +1,13 @@
 """`harness reference build`: compute a reference set with PySCF, resumably and in parallel.
 
-Each finished geometry is written atomically and the manifest is rewritten after it, so an
-interrupted build loses at most the geometries in flight and a rerun continues from there.
+Each geometry is one task of `harness.executor` (this process, a local pool, or Dask
+workers: the task carries the geometry and the settings, and returns the record). This process
+writes each finished geometry atomically and rewrites the manifest after it, so an interrupted
+build loses at most the geometries in flight and a rerun continues from there.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 
 import harness
+from harness.executor import Executor, Outcome, Task, make_executor
 from harness.io import remove_stale_temporaries, sha256_file
 from harness.molecules import (
     TINY_MOLECULES,
@@ -180,12 +180,6 @@ def _has_di(path: Path) -> bool:
         return False
 
 
-def _init_worker(threads: int) -> None:
-    from pyscf import lib
-
-    lib.num_threads(threads)
-
-
 def _compute(planned: PlannedGeometry, settings: ReferenceSettings,
              di_settings: DISettings | None = None) -> ReferenceRecord:
     rec = compute_reference(planned.molecule, planned.split, settings)
@@ -210,8 +204,14 @@ def build_reference(
     progress: bool = True,
     max_geometries: int | None = None,
     di_settings: DISettings | None = None,
+    scheduler: str | None = None,
+    executor: Executor | None = None,
 ) -> BuildReport:
     """Compute every planned geometry not already present and verified in ``out``.
+
+    The geometries are independent tasks of `harness.executor`: in this process (``workers``
+    1), a local pool (``workers`` > 1), or on Dask (``scheduler``; or a running ``executor``).
+    Only this process writes files: each geometry as it arrives, then the manifest.
 
     ``max_geometries`` stops after that many new geometries (for tests and partial builds).
     ``di_settings``: DI-Loss targets are computed for the planned geometries marked ``di``
@@ -265,33 +265,27 @@ def build_reference(
 
     write_manifest(root, _header(settings, name, list(entries.values()), header_di), list(entries.values()))
     bar = tqdm(total=len(todo), desc="reference build", unit="geom", disable=not progress, smoothing=0.1)
+
+    def done(outcome: Outcome) -> None:
+        p = planned_by_key[outcome.task.key]
+        if outcome.ok:
+            try:
+                commit(p, outcome.value)
+            except Exception as exc:  # pragma: no cover - a write failure of one geometry
+                report.failed[p.key] = f"{type(exc).__name__}: {exc}"
+        else:  # one bad geometry must not stop the build
+            report.failed[p.key] = outcome.describe().split(": ", 1)[1]
+        bar.set_postfix_str(p.key)
+        bar.update()
+
+    planned_by_key = {p.key: p for p in todo}
+    own = executor is None
+    executor = executor if executor is not None else make_executor(workers, scheduler)
     try:
-        if workers <= 1:
-            for p in todo:
-                bar.set_postfix_str(p.key)
-                try:
-                    commit(p, _compute(p, settings, di_settings))
-                except Exception as exc:  # one bad geometry must not stop the build
-                    report.failed[p.key] = f"{type(exc).__name__}: {exc}"
-                bar.update()
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            ctx = mp.get_context("spawn")
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as ex:
-                futures = {ex.submit(_compute, p, settings, di_settings): p for p in todo}
-                try:
-                    for fut in cf.as_completed(futures):
-                        p = futures[fut]
-                        try:
-                            commit(p, fut.result())
-                        except Exception as exc:
-                            report.failed[p.key] = f"{type(exc).__name__}: {exc}"
-                        bar.set_postfix_str(p.key)
-                        bar.update()
-                except BaseException:
-                    ex.shutdown(wait=False, cancel_futures=True)
-                    raise
+        executor.map([Task(p.key, _compute, (p, settings, di_settings)) for p in todo], done)
     finally:
+        if own:
+            executor.close()
         bar.close()
         report.wall_s = time.perf_counter() - t0
     return report
