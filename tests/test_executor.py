@@ -136,6 +136,13 @@ def test_shipped_bundle_is_unpacked_verified():
     assert folder != PBE.resolve() and (folder / "functional.py").read_bytes() == (PBE / "functional.py").read_bytes()
 
 
+def test_restore_malloc_defaults_drops_the_nannys_setting():
+    code = ("import os; os.environ['MALLOC_TRIM_THRESHOLD_'] = '65536'; "
+            "from harness.executor import restore_malloc_defaults; restore_malloc_defaults(); "
+            "assert 'MALLOC_TRIM_THRESHOLD_' not in os.environ")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_make_executor_options():
     assert make_executor(1).kind == "inline" and make_executor(3).kind == "pool"
     with pytest.raises(ExecutorError, match="--workers"):
@@ -193,8 +200,9 @@ def test_tampered_files_on_the_way_to_a_worker_are_refused():
     bad_record = dataclasses.replace(good, data=good.data[:mid] + bytes([good.data[mid] ^ 0xFF]) + good.data[mid + 1:])
     got = {}
     with DaskExecutor("local:1") as ex:
-        ex.map([Task("sub", evaluate_task, (job, good)),
-                Task("ref", RecordRef.load, (bad_record,))], lambda o: got.__setitem__(o.task.key, o))
+        ex.map([Task("sub", evaluate_task, (job, good)), Task("ref", RecordRef.load, (bad_record,)),
+                Task("env", os.getenv, ("MALLOC_TRIM_THRESHOLD_",))], lambda o: got.__setitem__(o.task.key, o))
+    assert got["env"].ok and got["env"].value is None  # the nanny's malloc setting is undone (restore_malloc_defaults)
     assert isinstance(got["sub"].error, PayloadError)
     assert "pbe/functional.py" in str(got["sub"].error) and "altered on the way" in str(got["sub"].error)
     assert isinstance(got["ref"].error, PayloadError) and "H2O" in str(got["ref"].error)
