@@ -92,6 +92,10 @@ class Preset:
     di_probes: int = 2
     di_sigma: float = 0.05
     grad_clip: float = 1.0
+    #: a global gradient norm above this stops the run as diverged (`divergence`). Norms of 1e4–1e6
+    #: are normal in the first steps (losses in mEh; training_log.csv, column grad_norm) and are
+    #: clipped to ``grad_clip``; six orders above that is a gradient gone wrong
+    max_grad_norm: float = 1e12
     description: str = ""
     #: where the preset's reference data lives: "" = built on demand into the train-subset cache;
     #: a name = the folder reference_data/<name>-train-val-v1 (committed, DI targets inside)
@@ -172,10 +176,11 @@ class TrainConfig:
         return dataclasses.replace(p, **changes)
 
     def identity(self) -> dict:
-        """What a resumed run must share with the run that wrote the checkpoint."""
+        """What a resumed run must share with the run that wrote the checkpoint. The learning rate
+        is not part of it: a diverged run resumes with a lower one (``lr_changes`` in the state)."""
         s = self.spec
         return {
-            "arch": self.arch, "loss": self.loss, "preset": self.preset, "seed": self.seed, "lr": s.lr,
+            "arch": self.arch, "loss": self.loss, "preset": self.preset, "seed": self.seed,
             "reference": None if self.reference is None else str(Path(self.reference).resolve()),
             "split_train": self.split_train, "split_val": self.split_val, "n_train": s.n_train, "n_val": s.n_val,
             "conformers": s.conformers, "batch": s.batch, "grid_level": s.grid_level,
@@ -186,6 +191,25 @@ class TrainConfig:
 
 class TrainError(HarnessError, RuntimeError):
     """A training run that cannot start or continue (bad option, checkpoint mismatch)."""
+
+
+class TrainDiverged(TrainError):
+    """A step whose loss or gradient is not finite, or whose gradient norm is past
+    `Preset.max_grad_norm`: the run stops at the last good checkpoint (`divergence`)."""
+
+
+def divergence(outs, grad_norm: float, spec: "Preset") -> str | None:
+    """Why a training step counts as diverged (None: it does not): a geometry's loss is NaN or
+    infinite, the gradient is not finite, or its global norm exceeds ``spec.max_grad_norm``
+    (an exploding gradient; clipping would hide it)."""
+    bad = [o.key for o in outs if not math.isfinite(o.loss)]
+    if bad:
+        return f"the loss is not finite on {', '.join(bad)}"
+    if not math.isfinite(grad_norm):
+        return "the parameter gradient is not finite"
+    if grad_norm > spec.max_grad_norm:
+        return f"the gradient norm {grad_norm:.3g} exceeds {spec.max_grad_norm:g} (an exploding gradient)"
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -548,7 +572,7 @@ class Adam:
 LOG_FIELDS = ("step", "split", "loss", "loss_energy", "loss_density", "loss_gradient", "loss_hvp",
               "energy_mae_mEh", "density_l2_mean", "scf_converged_fraction", "scf_iterations_mean",
               "cg_iterations_mean", "cg_residual_max", "cg_not_converged", "cg_nonpositive_curvature",
-              "lr", "wall_s")
+              "grad_norm", "lr", "wall_s")
 
 
 def _row(step: int, split: str, outs, lr: float, wall: float) -> dict:
@@ -739,11 +763,14 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     best = {"step": -1, "val_energy_mae_mEh": float("inf")}
     start = 0
     resumed = None
+    #: the base learning rate of the cosine schedule, from which step on (a resume may lower it)
+    lr_changes = [{"from_step": 1, "lr": spec.lr}]
     if state_path.is_file():
         from safetensors.torch import load_file
 
         state = json.loads(state_path.read_text())
-        if state.get("identity") != identity:
+        stored = {k: v for k, v in (state.get("identity") or {}).items() if k != "lr"}  # older checkpoints held it
+        if stored != identity:
             raise TrainError(f"{state_path}: checkpoint of a different run (arch/loss/preset/seed/data differ); "
                              "use another --out or delete the folder")
         model.load_state_dict(load_file(str(ckdir / "last.safetensors")), strict=True)
@@ -752,13 +779,18 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
         rows = state["rows"]
         best = state["best"]
         resumed = start
-        log(f"resuming {out} from step {start}/{spec.steps}")
+        lr_changes = state.get("lr_changes") or lr_changes
+        if lr_changes[-1]["lr"] != spec.lr:
+            lr_changes.append({"from_step": start + 1, "lr": spec.lr})
+        log(f"resuming {out} from step {start}/{spec.steps}"
+            + (f" with base learning rate {spec.lr:g}" if len(lr_changes) > 1 else ""))
     model_best = None
 
     def checkpoint(step: int):
         _save_safetensors(_state_dict(model), ckdir / "last.safetensors")
         _save_safetensors(opt.state_tensors(), ckdir / "last-optim.safetensors")
-        atomic_write_json(state_path, {"identity": identity, "step": step, "rows": rows, "best": best})
+        atomic_write_json(state_path, {"identity": identity, "step": step, "rows": rows, "best": best,
+                                       "lr_changes": lr_changes})
 
     def validate(step: int):
         nonlocal model_best
@@ -786,17 +818,19 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
             opt.zero_grad()
             outs = run_losses(executor, model, job, [train_set[i] for i in idx], backward=True, scale=1.0 / len(idx))
             params = [p for p in model.parameters() if p.grad is not None]
-            bad = any(not bool(torch.isfinite(p.grad).all()) for p in params)
-            if bad:  # skip a step with a non-finite gradient (counted in the log as loss None)
-                opt.zero_grad()
-            else:
-                if spec.grad_clip:  # clip the global gradient norm
-                    norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
-                    if norm > spec.grad_clip:
-                        for p in params:
-                            p.grad.mul_(spec.grad_clip / norm)
-                opt.step()
+            norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
+            why = divergence(outs, norm, spec)
+            if why is not None:  # nothing of this step is applied; the checkpoint is step - 1's
+                raise TrainDiverged(
+                    f"{out}: training diverged at step {step}: {why}. Stopped at the last good checkpoint "
+                    f"(step {step - 1}); resume from it with a lower learning rate, e.g. the same command with "
+                    f"--lr {opt.lr / 10:.3g} (this step's lr was {opt.lr:.3g})")
+            if spec.grad_clip and norm > spec.grad_clip:  # clip the global gradient norm
+                for p in params:
+                    p.grad.mul_(spec.grad_clip / norm)
+            opt.step()
             row = _row(step, "train", outs, opt.lr, time.perf_counter() - t_start)
+            row["grad_norm"] = norm
             rows.append(row)
             post = f"loss {row['loss']:.3g}"
             if step % spec.eval_every == 0 or step == spec.steps:
@@ -832,12 +866,12 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     atomic_write_json(out / "training.json", {
         "identity": identity, "preset": dataclasses.asdict(spec), "data": data_desc, "selection": selection,
         "steps_done": spec.steps, "wall_s_this_run": wall, "resumed_from": resumed,
-        "solver": solver_counts(rows),
+        "solver": solver_counts(rows), "lr_changes": lr_changes,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     })
     return TrainResult(out, spec.steps, best["step"], best["val_energy_mae_mEh"], wall, resumed, rows)
 
 
-__all__ = ["ARCH_CHOICES", "LOSS_CHOICES", "PRESETS", "Preset", "TrainConfig", "TrainError", "TrainResult",
-           "GeometryJob", "ModelJob", "build_model", "load_data", "molecule_loss", "molecule_loss_task", "prepare_data",
-           "run_losses", "subset_molecules", "train", "write_submission"]
+__all__ = ["ARCH_CHOICES", "GeometryJob", "LOSS_CHOICES", "ModelJob", "PRESETS", "Preset", "TrainConfig",
+           "TrainDiverged", "TrainError", "TrainResult", "build_model", "divergence", "load_data", "molecule_loss",
+           "molecule_loss_task", "prepare_data", "run_losses", "subset_molecules", "train", "write_submission"]

@@ -242,3 +242,52 @@ def test_committed_paper_data_is_pinned_and_carries_its_di_targets():
     assert refset.check_all() == []
     rec = refset.load("H2O")
     assert rec.di is not None and rec.di.settings == _di_settings(PRESETS["paper"])
+
+
+def test_divergence_reasons():
+    from harness.losses import LossOutput
+    from harness.train import PRESETS, divergence
+
+    spec = PRESETS["quick"]
+    ok = [LossOutput("HF", 0.5)]
+    assert divergence(ok, 3.0, spec) is None
+    assert "not finite on H2O" in divergence(ok + [LossOutput("H2O", float("nan"))], 3.0, spec)
+    assert "gradient is not finite" in divergence(ok, float("inf"), spec)
+    assert "exploding" in divergence(ok, 2 * spec.max_grad_norm, spec)
+
+
+def test_a_diverging_run_stops_at_the_last_good_checkpoint_and_resumes_with_a_lower_lr(tmp_path, cache,
+                                                                                         monkeypatch):
+    """A NaN loss at step 2 stops the run with a message that names the step and a lower --lr;
+    the checkpoint is step 1's; the same command with that --lr resumes and finishes."""
+    import json
+
+    import harness.train as T
+
+    real = T.run_losses
+
+    def nan_at_step_2(executor, model, job, geoms, backward, scale=1.0):
+        outs = real(executor, model, job, geoms, backward, scale)
+        if backward and len([r for r in json.loads((out / "checkpoints" / "state.json").read_text())["rows"]
+                             if r["split"] == "train"]) == 1:
+            outs[0].loss = float("nan")
+        return outs
+
+    out = tmp_path / "div"
+    monkeypatch.setattr(T, "run_losses", nan_at_step_2)
+    with pytest.raises(T.TrainDiverged, match=r"diverged at step 2: the loss is not finite.*step 1.*--lr 0\.00"):
+        train(_cfg(out, cache, steps=3))
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["step"] == 1
+    monkeypatch.setattr(T, "run_losses", real)
+    res = train(_cfg(out, cache, steps=3, lr=1e-4))
+    assert res.resumed_from == 1 and res.steps_done == 3
+    changes = json.loads((out / "training.json").read_text())["lr_changes"]
+    assert changes == [{"from_step": 1, "lr": 5e-3}, {"from_step": 2, "lr": 1e-4}]
+
+
+def test_an_exploding_gradient_stops_the_run(tmp_path, cache):
+    from harness.train import TrainDiverged
+
+    with pytest.raises(TrainDiverged, match="exploding gradient"):
+        train(_cfg(tmp_path / "boom", cache, overrides={**CI["overrides"], "max_grad_norm": 1e-12}))
