@@ -223,25 +223,39 @@ def test_reference_build_on_dask_equals_the_bundled_reference(tmp_path):
         assert max(abs(x - y) for x, y in zip(a.excitation_energies_eV, b.excitation_energies_eV)) < 1e-5
 
 
-def test_distributed_training_step_equals_the_local_step(tmp_path):
-    """Quick-preset settings (tiny split, one step, both losses' machinery through the DI loss):
-    the parameters after the step agree to rel 1e-10."""
+TRAIN_BASE = dict(arch="xcdiff", loss="di", steps=1, reference=BUNDLED_REFERENCE_DIR, split_train="tiny",
+                  split_val="tiny", max_train=2, max_val=1, grid_level=0, progress=False, plot=False,
+                  overrides={"di_samples": 1, "di_probes": 1, "eval_every": 1, "batch": 2})
+
+
+@pytest.fixture(scope="module")
+def local_step(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """One DI training step (two molecules) in this process: the parameters after it."""
+    from safetensors.torch import load_file
+
+    from harness.train import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("train-local")
+    train(TrainConfig(out=tmp / "local", cache=tmp / "cache", **TRAIN_BASE))
+    return load_file(str(tmp / "local" / "checkpoints" / "last.safetensors"))
+
+
+@pytest.mark.parametrize("backend", [{"workers": 2}, {"scheduler": "local:2"}], ids=["pool", "dask"])
+def test_distributed_training_step_equals_the_local_step(local_step, tmp_path, backend):
+    """Quick-preset settings (tiny split, one DI step of two molecules, level-0 grid): each
+    molecule's loss and gradient on another process, summed here; the parameters after the step
+    agree with the local step to rel 1e-10."""
     from safetensors.torch import load_file
 
     from harness.train import PRESETS, TrainConfig, build_model, train
 
-    base = dict(arch="xcdiff", loss="di", steps=1, reference=BUNDLED_REFERENCE_DIR, split_train="tiny",
-                split_val="tiny", max_train=2, max_val=1, grid_level=0, progress=False, plot=False,
-                cache=tmp_path / "cache", overrides={"di_samples": 1, "di_probes": 1, "eval_every": 1, "batch": 2})
-    train(TrainConfig(out=tmp_path / "local", **base))
-    res = train(TrainConfig(out=tmp_path / "dask", scheduler="local:2", **base))
+    res = train(TrainConfig(out=tmp_path / "remote", cache=tmp_path / "cache", **TRAIN_BASE, **backend))
     assert res.steps_done == 1
-    a = load_file(str(tmp_path / "local" / "checkpoints" / "last.safetensors"))
-    b = load_file(str(tmp_path / "dask" / "checkpoints" / "last.safetensors"))
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-10, atol=1e-14)
+    b = load_file(str(tmp_path / "remote" / "checkpoints" / "last.safetensors"))
+    for k in local_step:
+        torch.testing.assert_close(b[k], local_step[k], rtol=1e-10, atol=1e-14)
     init = build_model("xcdiff", PRESETS["quick"].architecture, 0).state_dict()
-    assert any(not torch.equal(a[k], init[k]) for k in a)  # the step moved the parameters
+    assert any(not torch.equal(local_step[k], init[k]) for k in local_step)  # the step moved the parameters
 
 
 # ---------------------------------------------------------------------------------------------
