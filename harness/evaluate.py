@@ -306,13 +306,15 @@ def evaluate_many(
         for sub in subs:
             hashes = submission_sha256(sub.folder)
             bundle = FileBundle.of(sub.folder, _submission_files(sub.folder), ship=executor.ships_files)
-            job = EvaluationJob(submission=bundle, combined_sha256=hashes["combined"], name=sub.name, limits=limits,
-                                sandbox=sandbox, hide=hide, settings=settings, device=device, dtype=dtype,
-                                excitations=excitations)
             # load the submission in its own process here first: a broken one stops the run, one line
             functional = RemoteFunctional(sub.folder, limits=limits, sandbox=sandbox, hide=list(hide), name=sub.name)
             functional.start()
             resolved_sandbox = functional.sandbox
+            # workers use the sandbox resolved here ("auto" decided once): a worker that cannot give
+            # it fails its tasks (harness_error) rather than score with less isolation than recorded
+            job = EvaluationJob(submission=bundle, combined_sha256=hashes["combined"], name=sub.name, limits=limits,
+                                sandbox=resolved_sandbox, hide=hide, settings=settings, device=device, dtype=dtype,
+                                excitations=excitations)
             if executor.kind == "inline":  # this process is the worker: keep the started process
                 seed_worker_cache("functional", job.functional_key, functional, close=RemoteFunctional.close)
             else:
