@@ -164,10 +164,8 @@ def _submission_files(folder: Path) -> list[str]:
 def failed_row(key: str, outcome: Outcome) -> dict:
     """The ``harness_error`` row of a task that did not return one (never cached)."""
     row = empty_row(key)
-    if outcome.lost_worker is not None:
-        message = f"{key}: {outcome.lost_worker}"
-    else:
-        message = f"{key}: harness worker failed: {type(outcome.error).__name__}: {outcome.error}"
+    where = "" if outcome.lost_worker is not None else "harness worker failed: "
+    message = f"{key}: {where}{outcome.reason}"
     row.update(status=Status.HARNESS_ERROR.value, error=message)
     return row
 

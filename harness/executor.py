@@ -89,13 +89,18 @@ class Outcome:
     def ok(self) -> bool:
         return self.error is None and self.lost_worker is None
 
-    def describe(self) -> str:
-        """One line for a failed task."""
+    @property
+    def reason(self) -> str:
+        """Why the task failed, one line ("ok" when it did not)."""
         if self.lost_worker is not None:
-            return f"{self.task.key}: {self.lost_worker}"
+            return self.lost_worker
         if self.error is not None:
-            return f"{self.task.key}: {type(self.error).__name__}: {self.error}"
-        return f"{self.task.key}: ok"
+            return f"{type(self.error).__name__}: {self.error}"
+        return "ok"
+
+    def describe(self) -> str:
+        """The task's key and `reason`."""
+        return f"{self.task.key}: {self.reason}"
 
 
 Done = Callable[[Outcome], None]
@@ -474,9 +479,10 @@ class DaskExecutor(Executor):
             threads = max(1, (os.cpu_count() or 1) // n)
         else:
             kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S}
-            looks_like_file = not any(s in scheduler for s in ("://",)) and (
-                scheduler.endswith(".json") or os.sep in scheduler or Path(scheduler).is_file())
-            if looks_like_file:
+            # an address has a protocol (tcp://…) or is host:port; a scheduler file is a path
+            is_file = "://" not in scheduler and (scheduler.endswith(".json") or os.sep in scheduler
+                                                  or Path(scheduler).is_file())
+            if is_file:
                 if not Path(scheduler).is_file():
                     raise ExecutorError(f"--scheduler {scheduler}: no such scheduler file")
                 kw["scheduler_file"] = scheduler

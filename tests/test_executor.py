@@ -23,6 +23,7 @@ from harness.executor import (
     Executor,
     ExecutorError,
     FileBundle,
+    Outcome,
     PayloadError,
     PoolExecutor,
     RecordRef,
@@ -108,6 +109,20 @@ def test_pool_reports_a_worker_that_dies_twice_on_its_task():
                lambda o: got.__setitem__(o.task.key, o))
     assert got["a"].value == 9 and got["b"].value == 16
     assert got["kill"].lost_worker and "died twice" in got["kill"].describe()
+
+
+def test_a_task_without_a_row_is_a_harness_error_row_naming_the_molecule():
+    from harness.evaluate import failed_row
+    from harness.status import Status
+
+    task = Task("0:HF", _square, (1,))
+    lost = failed_row("HF", Outcome(task, lost_worker="the worker process died twice on this task"))
+    err = failed_row("HF", Outcome(task, error=PayloadError("pbe/functional.py: altered")))
+    for row in (lost, err):
+        assert row["key"] == "HF" and row["status"] == Status.HARNESS_ERROR.value
+        assert not Status(row["status"]).cacheable
+    assert lost["error"] == "HF: the worker process died twice on this task"
+    assert err["error"] == "HF: harness worker failed: PayloadError: pbe/functional.py: altered"
 
 
 def test_worker_cache_keeps_the_newest_and_closes_the_rest():

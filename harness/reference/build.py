@@ -274,7 +274,7 @@ def build_reference(
             except Exception as exc:  # pragma: no cover - a write failure of one geometry
                 report.failed[p.key] = f"{type(exc).__name__}: {exc}"
         else:  # one bad geometry must not stop the build
-            report.failed[p.key] = outcome.describe().split(": ", 1)[1]
+            report.failed[p.key] = outcome.reason
         bar.set_postfix_str(p.key)
         bar.update()
 
