@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
-import hashlib
 import logging
 import multiprocessing as mp
 import os
@@ -41,11 +40,12 @@ import signal
 import tempfile
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from harness.errors import HarnessError
+from harness.io import sha256_bytes
 
 #: seconds a client waits for a scheduler to answer before it gives up
 CONNECT_TIMEOUT_S = 10.0
@@ -187,10 +187,6 @@ def current_threads() -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class FileBundle:
     """A folder that travels with its tasks: ``files`` is ``(relative path, sha256, bytes)``;
@@ -207,13 +203,13 @@ class FileBundle:
         files = []
         for rel in sorted(set(rel_paths)):
             data = (folder / rel).read_bytes()
-            files.append((rel, _sha256(data), data if ship else None))
+            files.append((rel, sha256_bytes(data), data if ship else None))
         return cls(folder.name, tuple(files), None if ship else str(folder))
 
     @property
     def digest(self) -> str:
         """sha256 over the (path, sha256) pairs: the bundle's identity."""
-        return _sha256("\n".join(f"{rel}\0{sha}" for rel, sha, _ in self.files).encode())
+        return sha256_bytes("\n".join(f"{rel}\0{sha}" for rel, sha, _ in self.files).encode())
 
     def materialize(self) -> Path:
         """The verified local folder (unpacked once per worker process for a shipped bundle)."""
@@ -222,7 +218,7 @@ class FileBundle:
             for rel, sha, _ in self.files:
                 path = root / rel
                 try:
-                    actual = _sha256(path.read_bytes())
+                    actual = sha256_bytes(path.read_bytes())
                 except OSError as exc:
                     raise PayloadError(f"{path}: cannot read ({exc})") from exc
                 if actual != sha:
@@ -234,7 +230,7 @@ class FileBundle:
         if marker.is_file():
             return root
         for rel, sha, data in self.files:
-            actual = _sha256(data or b"")
+            actual = sha256_bytes(data or b"")
             if actual != sha:
                 raise PayloadError(f"{self.name}/{rel}: sha256 {actual[:12]}… on arrival differs from the "
                                    f"{sha[:12]}… it was sent with; the file was altered on the way, refused")
@@ -275,12 +271,12 @@ class RecordRef:
                 data = path.read_bytes()
             except OSError as exc:
                 raise ReferenceDataError(f"{path}: missing reference file for {self.key} ({exc})") from exc
-            if _sha256(data) != self.sha256:
+            if sha256_bytes(data) != self.sha256:
                 raise ReferenceDataError(f"{path}: checksum mismatch for {self.key} (manifest {self.sha256[:12]}…); "
                                          "the file is corrupt or was modified")
             record = read_record(path)
         else:
-            if _sha256(self.data) != self.sha256:
+            if sha256_bytes(self.data) != self.sha256:
                 raise PayloadError(f"reference file of {self.key}: sha256 on arrival differs from the manifest's "
                                    f"{self.sha256[:12]}…; altered on the way, refused")
             fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".h5", dir=worker_scratch())
