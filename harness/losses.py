@@ -15,9 +15,9 @@ of `harness.tddft` ((A+B) x = Δε∘x + 2 C_vᵀ δF[C_v x C_oᵀ + h.c.] C_o, 
 
 E+D loss (per geometry)
 -----------------------
-1. The model's own SCF (`harness.scf.run_scf`, DF-J, warm start from P_ref, tight tolerances
-   ``scf_conv_tol_grad``), with no autograd graph through the iterations. Its canonical
-   orbitals C* define P* = 2 C*_o C*_oᵀ.
+1. The model's own SCF (`harness.scf.run_scf`, DF-J, tight tolerances ``scf_conv_tol_grad``),
+   with no autograd graph through the iterations, started from P_ref or, in training, from the
+   geometry's last converged P* (`WarmStart`). Its canonical orbitals C* define P* = 2 C*_o C*_oᵀ.
 2. Energy term   L_E = w_E · (ΔE / 1 mEh)²,  ΔE = E_model[P*] − E_ref, E_model with exact
    (4-centre) J, the quantity `harness evaluate` scores.
 3. Density term  L_D = w_D · D / (10⁻³)²,  D = ∫ (ρ*(r) − ρ_ref(r))² dr on the training grid,
@@ -31,7 +31,11 @@ E+D loss (per geometry)
    * ∂L/∂κ = 2 w_E ΔE/mEh² · g_exactJ + w_D/10⁻⁶ · ∂D/∂κ, both from (1). g_exactJ is the
      exact-J energy gradient at P* (the SCF zeroes the DF-J one; their small difference is
      the DF error, kept here so the energy gradient is exact for the exact-J energy);
-   * λ from preconditioned conjugate gradient (preconditioner 4Δε) with Hessian-vector
+   * λ from preconditioned conjugate gradient (preconditioner 4Δε), from 0 or (with
+     ``SolverOptions.cg_warm_start``) from the last step's λ carried into the new orbitals (`WarmStart`: λ₀ = C_vᵀ S T S C_o with T = C_v' λ' C_o'ᵀ the
+     previous solution in AO form; this absorbs sign flips and rotations among degenerate
+     orbitals) and rescaled to its best multiple (the energy term's weight 2ΔE changes from
+     step to step); with Hessian-vector
      products of the model energy at the SCF solution through the TDDFT response machinery
      (`harness.tddft.XCKernel`/`MOResponse`, DF-J as in the SCF whose fixed point it is);
    * λ·∂g/∂θ = ∂/∂θ Σ_f ∂E_xc/∂f · f(δP_λ), δP_λ = 2 (C_v λ C_oᵀ + h.c.), by autograd through
@@ -106,6 +110,12 @@ class SolverOptions:
     scf_conv_tol_grad: float = 1e-7
     cg_tol: float = 1e-6  # relative residual ‖Hλ − b‖ / ‖b‖
     cg_max_iter: int = 50
+    #: start each geometry's SCF from its previous step's density (`WarmStart`)
+    warm_start: bool = True
+    #: and its adjoint CG from its previous λ (off: measured not to pay, docs/performance.md
+    #: "Training step": the model moves enough per step that the start saves less than the
+    #: product it costs)
+    cg_warm_start: bool = False
 
 
 DEFAULT_SOLVER = SolverOptions()
@@ -185,6 +195,34 @@ def prepare_geometry(record, functional=None, setup: MoleculeSetup | None = None
     )
 
 
+@dataclass
+class WarmStart:
+    """Where a geometry's next model SCF and adjoint CG start: its last converged density
+    matrix ``dm`` (nao, nao) and its last adjoint solution in AO form ``lam_ao`` = C_v λ C_oᵀ
+    (nao, nao; None before the first solve). Plain tensors, so a checkpoint stores them and a
+    task carries them."""
+
+    dm: torch.Tensor
+    lam_ao: torch.Tensor | None = None
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        out = {f"{prefix}dm": self.dm.contiguous()}
+        if self.lam_ao is not None:
+            out[f"{prefix}lam_ao"] = self.lam_ao.contiguous()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> "WarmStart | None":
+        dm = tensors.get(f"{prefix}dm")
+        return None if dm is None else cls(dm, tensors.get(f"{prefix}lam_ao"))
+
+    def kappa_in(self, S: torch.Tensor, Co: torch.Tensor, Cv: torch.Tensor) -> torch.Tensor | None:
+        """The stored λ in the orbitals (Co, Cv): C_vᵀ S T S C_o (nvir, nocc)."""
+        if self.lam_ao is None:
+            return None
+        return Cv.T @ S @ self.lam_ao @ S @ Co
+
+
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
@@ -215,21 +253,37 @@ class CGResult(NamedTuple):
 
 
 def conjugate_gradient(matvec, b: torch.Tensor, precond: torch.Tensor | None = None, tol: float = 1e-6,
-                       max_iter: int = 50) -> CGResult:
+                       max_iter: int = 50, x0: torch.Tensor | None = None) -> CGResult:
     """Solve H x = b (H symmetric positive definite, given as ``matvec``) by preconditioned CG
     with the diagonal preconditioner ``precond`` (x ↦ x / precond). Stops early, and says so
-    (``nonpositive_curvature``), if pᵀHp ≤ 0."""
+    (``nonpositive_curvature``), if pᵀHp ≤ 0.
+
+    ``x0``: a starting direction. CG starts from its multiple α·x0 closest to the solution in
+    the H-norm (α = x0ᵀb / x0ᵀHx0, the Galerkin choice; never worse than 0), so a previous
+    solution helps even when the right-hand side has been rescaled. Its product H·x0 counts as
+    one iteration."""
     bn = float(torch.linalg.norm(b))
     x = torch.zeros_like(b)
     if bn == 0.0:
         return CGResult(x, 0, 0.0)
     r = b.clone()
+    rel = 1.0
+    it0 = 0
+    if x0 is not None:
+        Hx0 = matvec(x0)
+        it0 = 1
+        curvature = float((x0 * Hx0).sum())
+        if curvature > 0.0:
+            alpha = float((x0 * b).sum()) / curvature
+            x, r = alpha * x0, b - alpha * Hx0
+            rel = float(torch.linalg.norm(r)) / bn
+            if rel < tol:
+                return CGResult(x, it0, rel)
     z = r / precond if precond is not None else r
     p = z.clone()
     rz = float((r * z).sum())
-    it = 0
-    rel = 1.0
-    for it in range(1, max_iter + 1):
+    it = it0
+    for it in range(it0 + 1, max_iter + 1):
         Hp = matvec(p)
         pHp = float((p * Hp).sum())
         if pHp <= 0.0:  # not positive definite along p: keep what we have
@@ -303,20 +357,27 @@ class LossOutput:
     loss: float
     terms: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: where this geometry's next SCF and CG start (None: its SCF did not converge)
+    warm: WarmStart | None = None
 
 
 def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_WEIGHTS,
             solver: SolverOptions = DEFAULT_SOLVER, backward: bool = True, scale: float = 1.0,
-            scf=None) -> LossOutput:
+            scf=None, warm: WarmStart | None = None) -> LossOutput:
     """E+D loss of one geometry; with ``backward`` its parameter gradient (times ``scale``) is
     accumulated into the parameters' ``.grad`` (equation (2) of the module docstring).
 
-    ``scf``: a precomputed converged `SCFResult` of this functional (otherwise run here)."""
+    ``scf``: a precomputed converged `SCFResult` of this functional (otherwise run here).
+    ``warm``: where the SCF (``solver.warm_start``) and the CG (``solver.cg_warm_start``) start;
+    default P_ref and 0. The output's ``warm`` is the start for the next call."""
     setup = geom.setup
+    if not solver.warm_start:
+        warm = None
     t0 = time.perf_counter()
     if scf is None:
+        dm0 = warm.dm if warm is not None else geom.dm_ref
         with frozen(functional):
-            scf = run_scf(functional, setup, dm0=geom.dm_ref, max_cycle=solver.scf_max_cycle,
+            scf = run_scf(functional, setup, dm0=dm0, max_cycle=solver.scf_max_cycle,
                           conv_tol_energy=solver.scf_conv_tol_energy, conv_tol_grad=solver.scf_conv_tol_grad,
                           exact_j=False)
     t_scf = time.perf_counter() - t0
@@ -353,8 +414,9 @@ def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_W
         "scf_iterations": float(scf.iterations), "scf_converged": float(scf.converged),
         "scf_s": t_scf,
     }
+    next_warm = WarmStart(P.detach().clone(), None if warm is None else warm.lam_ao) if scf.converged else None
     if not need_graph:
-        return LossOutput(geom.key, loss, {"energy": L_E, "density": L_D}, metrics)
+        return LossOutput(geom.key, loss, {"energy": L_E, "density": L_D}, metrics, next_warm)
 
     # ∂L/∂κ and the adjoint solve H λ = ∂L/∂κ
     cE = weights.energy * 2.0 * dE_mEh / ENERGY_UNIT_EH  # ∂L_E/∂E (1/Eh)
@@ -364,7 +426,8 @@ def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_W
     t1 = time.perf_counter()
     with frozen(functional):
         H = OrbitalHessian(functional, setup, C, eps, nocc)
-        cg = conjugate_gradient(H, b, precond=H.diagonal, tol=solver.cg_tol, max_iter=solver.cg_max_iter)
+        x0 = warm.kappa_in(setup.S, Co, Cv) if warm is not None and solver.cg_warm_start else None
+        cg = conjugate_gradient(H, b, precond=H.diagonal, tol=solver.cg_tol, max_iter=solver.cg_max_iter, x0=x0)
     lam = cg.x
     metrics.update({"cg_iterations": float(cg.iterations), "cg_residual": cg.residual,
                     "cg_converged": float(cg.residual < solver.cg_tol and not cg.nonpositive_curvature),
@@ -373,6 +436,7 @@ def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_W
 
     # surrogate whose θ-gradient is dL/dθ: cE·E_xc(θ) − Σ_f ∂E_xc/∂f(θ) · f(δP_λ)
     T = Cv @ lam @ Co.T
+    next_warm.lam_ao = T.detach().clone()
     dP_lam = 2.0 * (T + T.T)
     dfeat = engine.features_of(dP_lam)
     with torch.enable_grad():
@@ -382,7 +446,7 @@ def ed_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_W
                 surrogate = surrogate - (g * dfeat[n]).sum()
         if surrogate.requires_grad:
             (scale * surrogate).backward()
-    return LossOutput(geom.key, loss, {"energy": L_E, "density": L_D}, metrics)
+    return LossOutput(geom.key, loss, {"energy": L_E, "density": L_D}, metrics, next_warm)
 
 
 def di_terms(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_WEIGHTS,
@@ -424,9 +488,9 @@ def di_terms(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_
 
 def di_loss(functional, geom: TrainingGeometry, weights: LossWeights = DEFAULT_WEIGHTS,
             solver: SolverOptions = DEFAULT_SOLVER, backward: bool = True, scale: float = 1.0,
-            scf=None) -> LossOutput:
+            scf=None, warm: WarmStart | None = None) -> LossOutput:
     """DI loss of one geometry: E+D plus the gradient and Hessian-vector terms."""
-    out = ed_loss(functional, geom, weights, solver, backward=backward, scale=scale, scf=scf)
+    out = ed_loss(functional, geom, weights, solver, backward=backward, scale=scale, scf=scf, warm=warm)
     extra = di_terms(functional, geom, weights, backward=backward, scale=scale)
     out.terms.update(extra.terms)
     out.metrics.update(extra.metrics)
@@ -448,5 +512,5 @@ def loss_function(name: str):
 __all__ = [
     "CGResult", "DEFAULT_SOLVER", "DEFAULT_WEIGHTS", "DENSITY_UNIT", "DITargets", "ENERGY_UNIT_EH", "LOSSES", "LossOutput",
     "LossWeights", "OrbitalHessian", "SolverOptions", "TrainingGeometry", "conjugate_gradient", "di_loss",
-    "di_terms", "ed_loss", "frozen", "loss_function", "prepare_geometry", "rho_on_grid",
+    "di_terms", "ed_loss", "frozen", "loss_function", "prepare_geometry", "rho_on_grid", "WarmStart",
 ]

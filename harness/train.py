@@ -55,6 +55,7 @@ from harness.losses import (
     LossWeights,
     SolverOptions,
     TrainingGeometry,
+    WarmStart,
     loss_function,
     prepare_geometry,
 )
@@ -455,22 +456,25 @@ def _geometry(model, job: ModelJob, g: GeometryJob) -> TrainingGeometry:
                                                                          grid_level=g.grid_level, di=g.di), keep=None)
 
 
-def molecule_loss(model, job: ModelJob, g: GeometryJob, backward: bool, scale: float = 1.0) -> LossOutput:
+def molecule_loss(model, job: ModelJob, g: GeometryJob, backward: bool, scale: float = 1.0,
+                  warm: WarmStart | None = None) -> LossOutput:
     """One geometry's loss (``backward``: the run's loss, its gradient times ``scale``
-    accumulated into ``model``'s ``.grad``; else the E+D validation terms, no gradient)."""
+    accumulated into ``model``'s ``.grad``; else the E+D validation terms, no gradient).
+    ``warm``: where its SCF and CG start (the output's ``warm`` is the next start)."""
     fn = loss_function(job.loss if backward else "ed")
-    return fn(model, _geometry(model, job, g), job.weights, job.solver, backward=backward, scale=scale)
+    return fn(model, _geometry(model, job, g), job.weights, job.solver, backward=backward, scale=scale, warm=warm)
 
 
 def molecule_loss_task(job: ModelJob, state: dict[str, torch.Tensor], g: GeometryJob, backward: bool,
-                       scale: float) -> tuple[LossOutput, dict[str, torch.Tensor] | None]:
+                       scale: float, warm: WarmStart | None = None
+                       ) -> tuple[LossOutput, dict[str, torch.Tensor] | None]:
     """A worker's part of a step: the model at ``state``, one geometry's loss, and the
     parameter gradient (name → tensor) that this geometry alone contributes."""
     model = worker_cached("train-model", (job.arch, job.architecture, job.seed),
                           lambda: build_model(job.arch, job.architecture, job.seed), keep=1)
     model.load_state_dict(state, strict=True)
     model.zero_grad(set_to_none=True)
-    out = molecule_loss(model, job, g, backward, scale)
+    out = molecule_loss(model, job, g, backward, scale, warm)
     grads = None
     if backward:
         grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -478,16 +482,32 @@ def molecule_loss_task(job: ModelJob, state: dict[str, torch.Tensor], g: Geometr
 
 
 def run_losses(executor, model, job: ModelJob, geoms: list[GeometryJob], backward: bool,
-               scale: float = 1.0) -> list[LossOutput]:
+               scale: float = 1.0, warm: dict[str, WarmStart] | None = None) -> list[LossOutput]:
     """The losses of ``geoms`` at the current ``model``, in their order; with ``backward`` the
     summed parameter gradient ends in ``model``'s ``.grad``. In this process (``inline``) the
     live model accumulates it; elsewhere each worker returns its molecule's gradient and they
-    are added here in the same order."""
+    are added here in the same order.
+
+    ``warm``: the run's warm starts by geometry key, read and updated here (the client holds
+    them, so where a molecule runs does not change its numbers, and a checkpoint keeps them)."""
+    def start(g):
+        return None if warm is None else warm.get(g.record.key)
+
+    def keep(out):
+        if warm is not None:
+            if out.warm is None:
+                warm.pop(out.key, None)  # not converged: the next start is the reference density
+            else:
+                warm[out.key] = out.warm
+        out.warm = None
+        return out
+
     if executor.kind == "inline":
-        return [molecule_loss(model, job, g, backward, scale) for g in geoms]
+        return [keep(molecule_loss(model, job, g, backward, scale, start(g))) for g in geoms]
     state = _state_dict(model)
     outcomes: dict[int, Any] = {}
-    tasks = [Task(f"{i}", molecule_loss_task, (job, state, g, backward, scale)) for i, g in enumerate(geoms)]
+    tasks = [Task(f"{i}", molecule_loss_task, (job, state, g, backward, scale, start(g)))
+             for i, g in enumerate(geoms)]
     executor.map(tasks, lambda o: outcomes.__setitem__(int(o.task.key), o))
     params = dict(model.named_parameters())
     outs = []
@@ -498,7 +518,7 @@ def run_losses(executor, model, job: ModelJob, geoms: list[GeometryJob], backwar
         if o.lost_worker is not None:
             raise TrainError(f"{g.record.key}: {o.lost_worker}")
         out, grads = o.value
-        outs.append(out)
+        outs.append(keep(out))
         for name, grad in (grads or {}).items():
             p = params[name]
             if p.grad is None:
@@ -515,6 +535,25 @@ def run_losses(executor, model, job: ModelJob, geoms: list[GeometryJob], backwar
 
 def _state_dict(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_warm_starts(warm: dict[str, WarmStart], path: Path) -> None:
+    """The run's warm starts (`WarmStart` per geometry key) as one safetensors file."""
+    tensors: dict[str, torch.Tensor] = {}
+    for key in sorted(warm):
+        tensors.update(warm[key].to_tensors(f"{key}/"))
+    _save_safetensors(tensors, path)
+
+
+def load_warm_starts(path: Path) -> dict[str, WarmStart]:
+    """The warm starts of `save_warm_starts` (empty when the file is missing: a cold start)."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return {}
+    tensors = load_file(str(path))
+    keys = sorted({name.rsplit("/", 1)[0] for name in tensors})
+    return {k: w for k in keys if (w := WarmStart.from_tensors(tensors, f"{k}/")) is not None}
 
 
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -784,17 +823,19 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
             lr_changes.append({"from_step": start + 1, "lr": spec.lr})
         log(f"resuming {out} from step {start}/{spec.steps}"
             + (f" with base learning rate {spec.lr:g}" if len(lr_changes) > 1 else ""))
-    model_best = None
+    #: each geometry's SCF and CG start where its last solve ended; kept with the checkpoint, so
+    #: a resumed run continues exactly as an uninterrupted one
+    warm = load_warm_starts(ckdir / "last-warm.safetensors") if resumed is not None else {}
 
     def checkpoint(step: int):
         _save_safetensors(_state_dict(model), ckdir / "last.safetensors")
         _save_safetensors(opt.state_tensors(), ckdir / "last-optim.safetensors")
+        save_warm_starts(warm, ckdir / "last-warm.safetensors")
         atomic_write_json(state_path, {"identity": identity, "step": step, "rows": rows, "best": best,
                                        "lr_changes": lr_changes})
 
     def validate(step: int):
-        nonlocal model_best
-        outs = run_losses(executor, model, job, val_set, backward=False)  # E+D terms and metrics
+        outs = run_losses(executor, model, job, val_set, backward=False, warm=warm)  # E+D terms and metrics
         row = _row(step, "val", outs, opt.lr, time.perf_counter() - t_start)
         rows.append(row)
         mae = row["energy_mae_mEh"] if row["scf_converged_fraction"] == 1.0 else float("inf")
@@ -816,7 +857,8 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
                 idx = np.sort(rng.choice(len(train_set), size=spec.batch, replace=False))
             opt.lr = lr_at(step)
             opt.zero_grad()
-            outs = run_losses(executor, model, job, [train_set[i] for i in idx], backward=True, scale=1.0 / len(idx))
+            outs = run_losses(executor, model, job, [train_set[i] for i in idx], backward=True, scale=1.0 / len(idx),
+                              warm=warm)
             params = [p for p in model.parameters() if p.grad is not None]
             norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params))
             why = divergence(outs, norm, spec)
@@ -874,4 +916,5 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
 
 __all__ = ["ARCH_CHOICES", "GeometryJob", "LOSS_CHOICES", "ModelJob", "PRESETS", "Preset", "TrainConfig",
            "TrainDiverged", "TrainError", "TrainResult", "build_model", "divergence", "load_data", "molecule_loss",
-           "molecule_loss_task", "prepare_data", "run_losses", "subset_molecules", "train", "write_submission"]
+           "load_warm_starts", "molecule_loss_task", "prepare_data", "run_losses", "save_warm_starts",
+           "subset_molecules", "train", "write_submission"]

@@ -238,14 +238,15 @@ def test_reference_build_on_dask_equals_the_bundled_reference(tmp_path):
         assert max(abs(x - y) for x, y in zip(a.excitation_energies_eV, b.excitation_energies_eV)) < 1e-5
 
 
-TRAIN_BASE = dict(arch="xcdiff", loss="di", steps=1, reference=BUNDLED_REFERENCE_DIR, split_train="tiny",
+TRAIN_BASE = dict(arch="xcdiff", loss="di", steps=2, reference=BUNDLED_REFERENCE_DIR, split_train="tiny",
                   split_val="tiny", max_train=2, max_val=1, grid_level=0, progress=False, plot=False,
                   overrides={"di_samples": 1, "di_probes": 1, "eval_every": 1, "batch": 2})
 
 
 @pytest.fixture(scope="module")
 def local_step(tmp_path_factory) -> dict[str, torch.Tensor]:
-    """One DI training step (two molecules) in this process: the parameters after it."""
+    """Two DI training steps (two molecules) in this process: the parameters after them (the
+    second step's SCF and CG start from the first's solutions)."""
     from safetensors.torch import load_file
 
     from harness.train import TrainConfig, train
@@ -257,15 +258,15 @@ def local_step(tmp_path_factory) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("backend", [{"workers": 2}, {"scheduler": "local:2"}], ids=["pool", "dask"])
 def test_distributed_training_step_equals_the_local_step(local_step, tmp_path, backend):
-    """Quick-preset settings (tiny split, one DI step of two molecules, level-0 grid): each
-    molecule's loss and gradient on another process, summed here; the parameters after the step
-    agree with the local step to rel 1e-10."""
+    """Quick-preset settings (tiny split, two DI steps of two molecules, level-0 grid): each
+    molecule's loss and gradient on another process, summed here, its warm start carried in the
+    task and back; the parameters after the steps agree with the local run to rel 1e-10."""
     from safetensors.torch import load_file
 
     from harness.train import PRESETS, TrainConfig, build_model, train
 
     res = train(TrainConfig(out=tmp_path / "remote", cache=tmp_path / "cache", **TRAIN_BASE, **backend))
-    assert res.steps_done == 1
+    assert res.steps_done == 2
     b = load_file(str(tmp_path / "remote" / "checkpoints" / "last.safetensors"))
     for k in local_step:
         torch.testing.assert_close(b[k], local_step[k], rtol=1e-10, atol=1e-14)

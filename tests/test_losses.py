@@ -163,3 +163,92 @@ def test_conjugate_gradient_solves_spd_system():
     x, it, rel, _ = conjugate_gradient(lambda v: A @ v, b, precond=A.diagonal(), tol=1e-12, max_iter=50)
     assert rel < 1e-12
     torch.testing.assert_close(A @ x, b)
+
+
+def test_conjugate_gradient_starts_from_a_guess_only_when_it_helps():
+    gen = torch.Generator().manual_seed(1)
+    n = 200  # condition number 1e2: CG needs tens of iterations from 0
+    Q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    A = Q @ torch.diag(torch.logspace(0, 2, n, dtype=torch.float64)) @ Q.T
+    b = torch.randn(n, generator=gen, dtype=torch.float64)
+    exact = torch.linalg.solve(A, b)
+
+    def solve(x0=None, tol=1e-10):
+        return conjugate_gradient(lambda v: A @ v, b, tol=tol, max_iter=500, x0=x0)
+
+    cold = solve()
+    near = solve(exact + 1e-8 * torch.randn(n, generator=gen, dtype=torch.float64))
+    assert cold.residual < 1e-10 and near.residual < 1e-10
+    assert near.iterations < cold.iterations / 2
+    torch.testing.assert_close(near.x, exact, rtol=1e-8, atol=1e-10)
+    # the start is rescaled to its best multiple: a rescaled solution is as good as the solution
+    flipped = solve(-100 * exact, tol=1e-6)
+    assert flipped.iterations == 1 and flipped.residual < 1e-6
+    # and it is never worse than 0 in the H-norm, whatever the direction
+    for _ in range(3):
+        x0 = torch.randn(n, generator=gen, dtype=torch.float64)
+        one = conjugate_gradient(lambda v: A @ v, b, tol=1e-10, max_iter=1, x0=x0)  # just the scaled start
+        err = one.x - exact
+        assert float(err @ A @ err) <= float(exact @ A @ exact)
+    done = solve(exact, tol=1e-6)
+    assert done.iterations == 1 and done.residual < 1e-6
+
+
+def test_warm_started_scf_and_cg_give_the_cold_gradient(geom, monkeypatch):
+    """A training step's SCF and adjoint CG started from the previous step's solution (the
+    model moved by a step) give the cold-started parameter gradient to 1e-8 relative; the SCF
+    takes fewer iterations, and the CG starts from the stored λ carried into the new orbitals,
+    which is close to the new solution."""
+    import dataclasses
+
+    import harness.losses as L
+    from harness.losses import WarmStart
+
+    starts = []
+    real_cg = L.conjugate_gradient
+
+    def recording_cg(*args, **kw):
+        res = real_cg(*args, **kw)
+        x0 = kw.get("x0")
+        starts.append(None if x0 is None else float(torch.linalg.norm(x0 - res.x) / torch.linalg.norm(res.x)))
+        return res
+
+    monkeypatch.setattr(L, "conjugate_gradient", recording_cg)
+
+    weights = LossWeights(energy=1.0, density=1.0)
+    prev = ScaledPBE(1.02, 0.97)
+    before = ed_loss(prev, geom, weights, TIGHT, backward=True)
+    assert isinstance(before.warm, WarmStart) and before.warm.lam_ao is not None
+
+    model = ScaledPBE(1.0201, 0.9699)  # the model one step later
+    model.zero_grad()
+    cold = ed_loss(model, geom, weights, TIGHT, backward=True)
+    g_cold = model.scale.grad.detach().clone()
+    model.zero_grad()
+    warm = ed_loss(model, geom, weights, dataclasses.replace(TIGHT, cg_warm_start=True), backward=True,
+                   warm=before.warm)
+    g_warm = model.scale.grad.detach().clone()
+
+    assert float(torch.linalg.norm(g_warm - g_cold)) <= 1e-8 * float(torch.linalg.norm(g_cold))
+    assert abs(warm.loss - cold.loss) <= 1e-8 * abs(cold.loss)
+    assert warm.metrics["scf_iterations"] < cold.metrics["scf_iterations"]
+    assert warm.metrics["cg_iterations"] <= cold.metrics["cg_iterations"]
+    assert starts[:2] == [None, None] and starts[2] < 0.05  # the carried λ is near the new one
+    # SolverOptions(warm_start=False) ignores the start
+    model.zero_grad()
+    off = ed_loss(model, geom, weights, dataclasses.replace(TIGHT, warm_start=False), backward=True,
+                  warm=before.warm)
+    assert off.metrics["scf_iterations"] == cold.metrics["scf_iterations"]
+    assert off.metrics["cg_iterations"] == cold.metrics["cg_iterations"] and starts[3] is None
+
+    # λ in AO form re-expressed in the orbitals it was solved in is λ itself, whatever their signs
+    C = torch.linalg.eigh(geom.setup.S)[1]  # any S-orthonormal orbitals
+    X = C / torch.sqrt(torch.diagonal(C.T @ geom.setup.S @ C))
+    L = torch.linalg.cholesky(geom.setup.S)
+    Corth = torch.linalg.inv(L.T) @ torch.linalg.qr(X)[0]
+    nocc = geom.nocc
+    Co, Cv = Corth[:, :nocc], Corth[:, nocc:]
+    lam = torch.randn(Cv.shape[1], nocc, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    w = WarmStart(geom.dm_ref, Cv @ lam @ Co.T)
+    torch.testing.assert_close(w.kappa_in(geom.setup.S, Co, Cv), lam, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(w.kappa_in(geom.setup.S, -Co, Cv), -lam, rtol=1e-10, atol=1e-10)

@@ -75,6 +75,18 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
     rows_full = (full / "training_log.csv").read_text().splitlines()
     rows_part = (part / "training_log.csv").read_text().splitlines()
     assert len(rows_full) == len(rows_part)
+    # the SCF/CG warm starts travel with the checkpoint: one per geometry, train and val
+    from harness.train import load_warm_starts
+
+    warm_full = load_warm_starts(full / "checkpoints" / "last-warm.safetensors")
+    warm_part = load_warm_starts(part / "checkpoints" / "last-warm.safetensors")
+    import json
+
+    data = json.loads((full / "training.json").read_text())["data"]
+    assert sorted(warm_full) == sorted(warm_part) == sorted(data["train_keys"] + data["val_keys"])
+    for k, w in warm_full.items():
+        torch.testing.assert_close(w.dm, warm_part[k].dm, rtol=1e-9, atol=1e-11)
+        assert (w.lam_ao is None) == (k in data["val_keys"])  # validation solves no CG
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path, cache):
@@ -171,7 +183,7 @@ def test_cg_shortfalls_are_logged_and_counted(tmp_path, cache, monkeypatch):
 
     real = L.conjugate_gradient
 
-    def one_iteration(matvec, b, precond=None, tol=1e-6, max_iter=50):
+    def one_iteration(matvec, b, precond=None, tol=1e-6, max_iter=50, x0=None):
         r = real(matvec, b, precond=precond, tol=tol, max_iter=1)
         return L.CGResult(r.x, r.iterations, max(r.residual, 0.5), True)
 
@@ -202,8 +214,8 @@ def test_no_converged_validation_is_a_train_error(tmp_path, cache, monkeypatch):
 
     real = T.run_losses
 
-    def never_converged(executor, model, job, geoms, backward, scale=1.0):
-        outs = real(executor, model, job, geoms, backward, scale)
+    def never_converged(executor, model, job, geoms, backward, scale=1.0, **kw):
+        outs = real(executor, model, job, geoms, backward, scale, **kw)
         if not backward:  # every validation pass fails to converge
             for o in outs:
                 o.metrics["scf_converged"] = 0.0
@@ -266,8 +278,8 @@ def test_a_diverging_run_stops_at_the_last_good_checkpoint_and_resumes_with_a_lo
 
     real = T.run_losses
 
-    def nan_at_step_2(executor, model, job, geoms, backward, scale=1.0):
-        outs = real(executor, model, job, geoms, backward, scale)
+    def nan_at_step_2(executor, model, job, geoms, backward, scale=1.0, **kw):
+        outs = real(executor, model, job, geoms, backward, scale, **kw)
         if backward and len([r for r in json.loads((out / "checkpoints" / "state.json").read_text())["rows"]
                              if r["split"] == "train"]) == 1:
             outs[0].loss = float("nan")
