@@ -804,6 +804,8 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     resumed = None
     #: the base learning rate of the cosine schedule, from which step on (a resume may lower it)
     lr_changes = [{"from_step": 1, "lr": spec.lr}]
+    #: wall time of the earlier invocations of this run, up to their last checkpoint
+    wall_before = 0.0
     if state_path.is_file():
         from safetensors.torch import load_file
 
@@ -819,6 +821,7 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
         best = state["best"]
         resumed = start
         lr_changes = state.get("lr_changes") or lr_changes
+        wall_before = float(state.get("wall_s_total", 0.0))
         if lr_changes[-1]["lr"] != spec.lr:
             lr_changes.append({"from_step": start + 1, "lr": spec.lr})
         log(f"resuming {out} from step {start}/{spec.steps}"
@@ -832,7 +835,8 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
         _save_safetensors(opt.state_tensors(), ckdir / "last-optim.safetensors")
         save_warm_starts(warm, ckdir / "last-warm.safetensors")
         atomic_write_json(state_path, {"identity": identity, "step": step, "rows": rows, "best": best,
-                                       "lr_changes": lr_changes})
+                                       "lr_changes": lr_changes,
+                                       "wall_s_total": wall_before + time.perf_counter() - t_start})
 
     def validate(step: int):
         outs = run_losses(executor, model, job, val_set, backward=False, warm=warm)  # E+D terms and metrics
@@ -907,7 +911,8 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     wall = time.perf_counter() - t_start
     atomic_write_json(out / "training.json", {
         "identity": identity, "preset": dataclasses.asdict(spec), "data": data_desc, "selection": selection,
-        "steps_done": spec.steps, "wall_s_this_run": wall, "resumed_from": resumed,
+        "steps_done": spec.steps, "wall_s_this_run": wall, "wall_s_total": wall_before + wall,
+        "resumed_from": resumed,
         "solver": solver_counts(rows), "lr_changes": lr_changes,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     })

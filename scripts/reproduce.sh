@@ -43,11 +43,16 @@ fi
 JOBS="${JOBS:-2}"
 STUDY=studies/paper
 mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs"
+# when each stage of each sitting began and ended (UTC), for the study's measured wall time
+stamp() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$1,$2,jobs=$JOBS" >> "$STUDY/timeline.csv"; }
+trap 'stamp "${STAGE:-start}" interrupted' INT TERM
 
+STAGE=data; stamp $STAGE begin
 echo "== 1. reference data and DI targets (reference_data/paper-train-val-v1)"
 "$PY" -m harness.cli train --arch xcdiff --loss di --preset paper --prepare-data --build-workers "$JOBS" \
   --out "$STUDY/prepare" --quiet
 
+STAGE=sweep; stamp $STAGE begin
 echo "== 2. (w_g, w_H) sweep on the val split: xcdiff, DI, seed 0"
 SWEEP=("0.03 0.003" "0.1 0.01" "0.3 0.03")
 for pair in "${SWEEP[@]}"; do
@@ -67,6 +72,7 @@ PYEOF
 )
 echo "   chosen on val: w_g=$WG w_H=$WH ($STUDY/weights.json)"
 
+STAGE=train; stamp $STAGE begin
 echo "== 3. 3 seeds x 8 models, $JOBS at a time"
 for seed in 0 1 2; do
   for arch in "${ARCHS[@]}"; do
@@ -77,6 +83,7 @@ for seed in 0 1 2; do
   done
 done | xargs -P "$JOBS" -I{} sh -c "{}"
 
+STAGE=evaluate; stamp $STAGE begin
 echo "== 4. test-split evaluations, $JOBS at a time"
 for seed in 0 1 2; do
   for arch in "${ARCHS[@]}"; do
@@ -87,5 +94,7 @@ for seed in 0 1 2; do
   done
 done | xargs -P "$JOBS" -I{} sh -c "{}"
 
+STAGE=table; stamp $STAGE begin
 echo "== 5. the study table (docs/reproduction.md)"
 "$PY" -m harness.reproduction --results results --seeds 0 1 2 --doc docs/reproduction.md
+stamp done end

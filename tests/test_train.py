@@ -68,6 +68,10 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
     assert not (part / "submission.yaml").exists()
     res = train(_cfg(part, cache, steps=2))
     assert res.resumed_from == 1
+    import json
+
+    info = json.loads((part / "training.json").read_text())  # both invocations' time, not the last one's
+    assert info["wall_s_total"] > info["wall_s_this_run"] > 0
     a = load_file(str(full / "checkpoints" / "last.safetensors"))
     b = load_file(str(part / "checkpoints" / "last.safetensors"))
     for k in a:
@@ -80,8 +84,6 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
 
     warm_full = load_warm_starts(full / "checkpoints" / "last-warm.safetensors")
     warm_part = load_warm_starts(part / "checkpoints" / "last-warm.safetensors")
-    import json
-
     data = json.loads((full / "training.json").read_text())["data"]
     assert sorted(warm_full) == sorted(warm_part) == sorted(data["train_keys"] + data["val_keys"])
     for k, w in warm_full.items():
