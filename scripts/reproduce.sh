@@ -3,7 +3,8 @@
 #
 #   scripts/reproduce.sh quick [SEED]   8 models (4 architectures x {E+D, DI}), one seed, CI-sized
 #   scripts/reproduce.sh paper          the seed study: data, a (w_g, w_H) sweep on val, 3 seeds x 8
-#                                       models, their test evaluations and docs/reproduction.md
+#                                       models, their test evaluations, docs/reproduction.md and the
+#                                       leaderboard (seed 0 replaces the quick baselines)
 #
 # Every stage is resumable: rerun the same command after an interruption and finished work
 # (reference geometries, DI targets, training steps, evaluated molecules) is reused. The paper
@@ -97,4 +98,10 @@ done | xargs -P "$JOBS" -I{} sh -c "{}"
 STAGE=table; stamp $STAGE begin
 echo "== 5. the study table (docs/reproduction.md)"
 "$PY" -m harness.reproduction --results results --seeds 0 1 2 --doc docs/reproduction.md
+
+STAGE=leaderboard; stamp $STAGE begin
+echo "== 6. the seed-0 models replace the quick baselines on the leaderboard"
+names=()
+for arch in "${ARCHS[@]}"; do for loss in "${LOSSES[@]}"; do names+=("${arch}-${loss}"); done; done
+scripts/leaderboard.sh "${names[@]}"   # evaluations cached by stage 4: copies and publishes
 stamp done end
