@@ -305,3 +305,49 @@ def test_an_exploding_gradient_stops_the_run(tmp_path, cache):
 
     with pytest.raises(TrainDiverged, match="exploding gradient"):
         train(_cfg(tmp_path / "boom", cache, overrides={**CI["overrides"], "max_grad_norm": 1e-12}))
+
+
+def test_parameter_average_by_hand():
+    from harness.train import ParameterAverage, TrainError
+
+    model = torch.nn.Linear(2, 1).double()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    avg = ParameterAverage(model, 0.75)
+    for value in (3.0, 5.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        avg.update(model)
+    # 0.75·(0.75·1 + 0.25·3) + 0.25·5 = 0.75·1.5 + 1.25 = 2.375
+    assert torch.allclose(avg.state["weight"], torch.full((1, 2), 2.375, dtype=torch.float64))
+    with pytest.raises(TrainError, match="ema_decay"):
+        ParameterAverage(model, 1.0)
+
+
+def test_a_parameter_averaged_run_validates_selects_and_submits_the_average(tmp_path, cache):
+    """With ema_decay d the validated, selected and submitted model is θ̄ (d = 0.5, two steps:
+    θ̄₂ = ¼θ₀ + ¼θ₁ + ½θ₂); the average survives an interruption."""
+    import json
+
+    from harness.train import PRESETS, build_model
+
+    out = tmp_path / "ema"
+    over = {"ema_decay": 0.5}
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(out, cache, steps=2, stop_after=1, overrides=dict(CI["overrides"], **over)))
+    theta1 = load_file(str(out / "checkpoints" / "last.safetensors"))
+    res = train(_cfg(out, cache, steps=2, overrides=dict(CI["overrides"], **over)))
+    assert res.resumed_from == 1
+    theta0 = build_model("xcdiff", PRESETS["quick"].architecture, 0).state_dict()
+    theta2 = load_file(str(out / "checkpoints" / "last.safetensors"))
+    ema = load_file(str(out / "checkpoints" / "last-ema.safetensors"))
+    by_step = {0: theta0, 1: {k: 0.5 * theta0[k] + 0.5 * theta1[k] for k in theta0}, 2: ema}
+    for k in theta0:
+        torch.testing.assert_close(ema[k], 0.25 * theta0[k] + 0.25 * theta1[k] + 0.5 * theta2[k],
+                                   rtol=1e-12, atol=1e-14)
+    assert any(not torch.equal(ema[k], theta2[k]) for k in ema)  # the average is not the last step
+    selected = json.loads((out / "training.json").read_text())["selection"]["step"]
+    submitted = load_file(str(out / "weights.safetensors"))
+    for k in theta0:
+        torch.testing.assert_close(submitted[k], by_step[selected][k], rtol=1e-12, atol=1e-14)
+    assert json.loads((out / "training.json").read_text())["identity"]["ema_decay"] == 0.5
