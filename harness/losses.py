@@ -32,10 +32,10 @@ E+D loss (per geometry)
      exact-J energy gradient at P* (the SCF zeroes the DF-J one; their small difference is
      the DF error, kept here so the energy gradient is exact for the exact-J energy);
    * λ from preconditioned conjugate gradient (preconditioner 4Δε), from 0 or (with
-     ``SolverOptions.cg_warm_start``) from the last step's λ carried into the new orbitals (`WarmStart`: λ₀ = C_vᵀ S T S C_o with T = C_v' λ' C_o'ᵀ the
-     previous solution in AO form; this absorbs sign flips and rotations among degenerate
-     orbitals) and rescaled to its best multiple (the energy term's weight 2ΔE changes from
-     step to step); with Hessian-vector
+     ``SolverOptions.cg_warm_start``) from the last step's λ carried into the new orbitals
+     (`WarmStart`: λ₀ = C_vᵀ S T S C_o with T = C_v' λ' C_o'ᵀ the previous solution in AO
+     form; this absorbs sign flips and rotations among degenerate orbitals) and rescaled to its
+     best multiple (the energy term's weight 2ΔE changes from step to step); with Hessian-vector
      products of the model energy at the SCF solution through the TDDFT response machinery
      (`harness.tddft.XCKernel`/`MOResponse`, DF-J as in the SCF whose fixed point it is);
    * λ·∂g/∂θ = ∂/∂θ Σ_f ∂E_xc/∂f · f(δP_λ), δP_λ = 2 (C_v λ C_oᵀ + h.c.), by autograd through
@@ -113,7 +113,7 @@ class SolverOptions:
     #: start each geometry's SCF from its previous step's density (`WarmStart`)
     warm_start: bool = True
     #: and its adjoint CG from its previous λ (off: measured not to pay, docs/performance.md
-    #: "Training step": the model moves enough per step that the start saves less than the
+    #: "Warm starts": the model moves enough per step that the start saves less than the
     #: product it costs)
     cg_warm_start: bool = False
 
@@ -512,5 +512,5 @@ def loss_function(name: str):
 __all__ = [
     "CGResult", "DEFAULT_SOLVER", "DEFAULT_WEIGHTS", "DENSITY_UNIT", "DITargets", "ENERGY_UNIT_EH", "LOSSES", "LossOutput",
     "LossWeights", "OrbitalHessian", "SolverOptions", "TrainingGeometry", "conjugate_gradient", "di_loss",
-    "di_terms", "ed_loss", "frozen", "loss_function", "prepare_geometry", "rho_on_grid", "WarmStart",
+    "WarmStart", "di_terms", "ed_loss", "frozen", "loss_function", "prepare_geometry", "rho_on_grid",
 ]

@@ -809,6 +809,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
 
 def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ckdir: Path,
            spec: Preset) -> TrainResult:
+    from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
     train_set, val_set, data_desc = load_data(cfg, model, log=log, executor=executor)
@@ -834,8 +835,6 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     #: wall time of the earlier invocations of this run, up to their last checkpoint
     wall_before = 0.0
     if state_path.is_file():
-        from safetensors.torch import load_file
-
         state = json.loads(state_path.read_text())
         stored = {k: v for k, v in (state.get("identity") or {}).items() if k != "lr"}  # older checkpoints held it
         if stored != identity:
@@ -861,11 +860,13 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     average = None
     judged = model
     if spec.ema_decay:
-        from safetensors.torch import load_file
-
         average = ParameterAverage(model, spec.ema_decay)
         if resumed is not None:
-            average.state = load_file(str(ckdir / "last-ema.safetensors"))
+            ema_path = ckdir / "last-ema.safetensors"
+            if not ema_path.is_file():
+                raise TrainError(f"{ema_path}: missing from the checkpoint of a run with ema_decay "
+                                 f"{spec.ema_decay}; it cannot resume exactly, use another --out or delete the folder")
+            average.state = load_file(str(ema_path))
         judged = build_model(cfg.arch, spec.architecture, cfg.seed)
         judged.load_state_dict(average.state, strict=True)
 
@@ -943,8 +944,6 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
             except Exception as exc:  # a plotting problem must not lose a training run
                 log(f"warning: could not plot the training curves: {exc}")
 
-    from safetensors.torch import load_file
-
     if best["step"] < 0 or not (ckdir / "best.safetensors").is_file():
         n_val = sum(1 for r in rows if r["split"] == "val")
         raise TrainError(f"{out}: no validation pass converged: in all {n_val} validations the model SCF failed to "
@@ -964,7 +963,7 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     return TrainResult(out, spec.steps, best["step"], best["val_energy_mae_mEh"], wall, resumed, rows)
 
 
-__all__ = ["ARCH_CHOICES", "GeometryJob", "LOSS_CHOICES", "ModelJob", "PRESETS", "Preset", "TrainConfig",
-           "ParameterAverage", "TrainDiverged", "TrainError", "TrainResult", "build_model", "divergence", "load_data", "molecule_loss",
-           "load_warm_starts", "molecule_loss_task", "prepare_data", "run_losses", "save_warm_starts",
-           "subset_molecules", "train", "write_submission"]
+__all__ = ["ARCH_CHOICES", "GeometryJob", "LOSS_CHOICES", "ModelJob", "PRESETS", "ParameterAverage", "Preset",
+           "TrainConfig", "TrainDiverged", "TrainError", "TrainResult", "build_model", "divergence", "load_data",
+           "load_warm_starts", "molecule_loss", "molecule_loss_task", "prepare_data", "run_losses",
+           "save_warm_starts", "subset_molecules", "train", "write_submission"]

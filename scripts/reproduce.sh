@@ -44,9 +44,10 @@ fi
 JOBS="${JOBS:-2}"
 STUDY=studies/paper
 mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs"
-# when each stage of each sitting began and ended (UTC), for the study's measured wall time
+# when each stage of each sitting began, and when the study ended or was interrupted (UTC), for its
+# measured wall time; an interruption still stops the script
 stamp() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$1,$2,jobs=$JOBS" >> "$STUDY/timeline.csv"; }
-trap 'stamp "${STAGE:-start}" interrupted' INT TERM
+trap 'stamp "${STAGE:-start}" interrupted; exit 130' INT TERM
 
 STAGE=data; stamp $STAGE begin
 echo "== 1. reference data and DI targets (reference_data/paper-train-val-v1)"
