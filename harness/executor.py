@@ -406,40 +406,52 @@ class PoolExecutor(Executor):
         ex.shutdown(wait=False, cancel_futures=True)
 
     def map(self, tasks: Sequence[Task], done: Done) -> None:
+        """When a worker dies, the pool breaks and every task in flight fails with it, so the
+        culprit is unknown. Those tasks become suspects and are rerun one at a time; a task is
+        reported lost only when the pool died again while it ran alone, so a crash is never
+        charged to a task that happened to share the pool."""
         pending = list(tasks)
-        retried: set[int] = set()
+        suspects: list[Task] = []
+        suspected: set[int] = set()  # ids of tasks that were in flight when the pool died
         if self._ex is None:
             self._ex = self._new()
         running: dict[cf.Future, Task] = {}
         try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    t = pending.pop(0)
-                    running[self._ex.submit(_run, t.fn, None, t.args)] = t
+            while pending or suspects or running:
+                if suspects:
+                    if not running:  # a suspect runs alone
+                        t = suspects.pop(0)
+                        running[self._ex.submit(_run, t.fn, None, t.args)] = t
+                else:
+                    while pending and len(running) < self.workers:
+                        t = pending.pop(0)
+                        running[self._ex.submit(_run, t.fn, None, t.args)] = t
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                broken = False
+                alone = len(running) == 1
+                broken: list[Task] = []
                 for fut in finished:
                     task = running.pop(fut)
                     try:
                         value = fut.result()
                     except cf.process.BrokenProcessPool:
-                        broken = True
-                        if id(task) not in retried:
-                            retried.add(id(task))
-                            pending.insert(0, task)
-                            continue
-                        done(Outcome(task, lost_worker="the worker process died twice on this task (killed from "
-                                                       "outside, or out of memory)"))
+                        broken.append(task)
                     except Exception as exc:
                         done(Outcome(task, error=exc))
                     else:
                         done(Outcome(task, value=value))
-                if broken:  # the pool is gone: the work in flight is lost; start a fresh one
-                    for fut, task in list(running.items()):
-                        pending.insert(0, task)
+                if broken:  # the pool is gone with all the work in flight; start a fresh one
+                    lost = list(running.values()) + broken
                     running.clear()
                     self.close()
                     self._ex = self._new()
+                    if alone and id(lost[0]) in suspected:
+                        done(Outcome(lost[0], lost_worker="the worker process died twice on this task, the "
+                                                          "second time running alone (killed from outside, "
+                                                          "or out of memory)"))
+                        continue
+                    for t in lost:
+                        suspected.add(id(t))
+                    suspects[:0] = lost
         except BaseException:
             self.close()
             raise

@@ -92,6 +92,11 @@ def _suicide(x):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _slow_square(x):
+    time.sleep(1.0)
+    return x * x
+
+
 @pytest.mark.parametrize("make", [lambda: Executor(), lambda: PoolExecutor(2)], ids=["inline", "pool"])
 def test_outcomes_of_every_task_reach_the_caller(make):
     got = {}
@@ -109,6 +114,22 @@ def test_pool_reports_a_worker_that_dies_twice_on_its_task():
                lambda o: got.__setitem__(o.task.key, o))
     assert got["a"].value == 9 and got["b"].value == 16
     assert got["kill"].lost_worker and "died twice" in got["kill"].describe()
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_pool_never_charges_a_death_to_a_task_that_shared_the_pool(workers):
+    """the slow task is in flight whenever the killer runs beside it; only the killer is lost"""
+    got = {}
+    tasks = [Task("slow", _slow_square, (5,)), Task("kill", _suicide, (0,)), Task("b", _square, (4,)),
+             Task("slow2", _slow_square, (6,))]
+    with PoolExecutor(workers) as ex:
+        ex.map(tasks, lambda o: got.__setitem__(o.task.key, o))
+        assert set(got) == {"slow", "kill", "b", "slow2"}
+        assert {k: o.value for k, o in got.items() if k != "kill"} == {"slow": 25, "b": 16, "slow2": 36}
+        assert got["kill"].lost_worker and "running alone" in got["kill"].describe()
+        got.clear()
+        ex.map([Task("after", _square, (2,))], lambda o: got.__setitem__(o.task.key, o))  # the pool still works
+        assert got["after"].value == 4
 
 
 def test_a_task_without_a_row_is_a_harness_error_row_naming_the_molecule():
