@@ -807,6 +807,20 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         executor.close()
 
 
+def _finished(out: Path, identity: dict, spec: Preset, step: int) -> TrainResult | None:
+    """The recorded result of this run when it has already run to the end and written its
+    submission (same identity, all steps, weights present); else None."""
+    info_path = out / "training.json"
+    if step < spec.steps or not info_path.is_file() or not (out / "weights.safetensors").is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    stored = {k: v for k, v in (info.get("identity") or {}).items() if k != "lr"}
+    if stored != {k: v for k, v in identity.items() if k != "lr"} or info.get("steps_done") != spec.steps:
+        return None
+    sel = info["selection"]
+    return TrainResult(out, spec.steps, sel["step"], sel["val_energy_mae_mEh"], 0.0, step, [])
+
+
 def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ckdir: Path,
            spec: Preset) -> TrainResult:
     from safetensors.torch import load_file
@@ -848,6 +862,10 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
         resumed = start
         lr_changes = state.get("lr_changes") or lr_changes
         wall_before = float(state.get("wall_s_total", 0.0))
+        done = _finished(out, identity, spec, start)
+        if done is not None:  # a rerun of a finished run (a study script resuming) changes nothing
+            log(f"{out}: already trained ({spec.steps} steps, selected step {done.best_step}); nothing to do")
+            return done
         if lr_changes[-1]["lr"] != spec.lr:
             lr_changes.append({"from_step": start + 1, "lr": spec.lr})
         log(f"resuming {out} from step {start}/{spec.steps}"

@@ -89,6 +89,13 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
     for k, w in warm_full.items():
         torch.testing.assert_close(w.dm, warm_part[k].dm, rtol=1e-9, atol=1e-11)
         assert (w.lam_ao is None) == (k in data["val_keys"])  # validation solves no CG
+    # running a finished run again changes nothing: same selection, no file rewritten
+    files = {f: f.read_bytes() for f in part.iterdir() if f.is_file()}
+    again = train(_cfg(part, cache, steps=2))
+    assert (again.best_step, again.best_val_energy_mae_mEh) == (res.best_step, res.best_val_energy_mae_mEh)
+    assert {f: f.read_bytes() for f in part.iterdir() if f.is_file()} == files
+    longer = train(_cfg(part, cache, steps=3))  # more steps than recorded: it trains on
+    assert longer.resumed_from == 2 and longer.steps_done == 3
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path, cache):
