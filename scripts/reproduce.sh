@@ -42,11 +42,16 @@ if [ "$PRESET" != "paper" ]; then
   exit 2
 fi
 JOBS="${JOBS:-2}"
+# torch and PySCF (OpenMP) threads per job: the cores shared among the jobs. More threads than
+# cores make OpenMP's spinning threads fight: an evaluation ran 14x slower in its model SCF
+# (docs/performance.md, "Threads"). Beside another job (the Skala run), set OMP_NUM_THREADS=1.
+CORES="$(nproc)"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}"
 STUDY=studies/paper
 mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs"
 # when each stage of each sitting began, and when the study ended or was interrupted (UTC), for its
 # measured wall time; an interruption still stops the script
-stamp() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$1,$2,jobs=$JOBS" >> "$STUDY/timeline.csv"; }
+stamp() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$1,$2,jobs=$JOBS,threads=$OMP_NUM_THREADS" >> "$STUDY/timeline.csv"; }
 trap 'stamp "${STAGE:-start}" interrupted; exit 130' INT TERM
 
 STAGE=data; stamp $STAGE begin

@@ -14,6 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
+# one torch/PySCF (OpenMP) thread: this runs beside the seed study (scripts/reproduce.sh paper), and
+# more threads than cores make OpenMP's spinning threads fight (docs/performance.md, "Threads");
+# alone on the machine, OMP_NUM_THREADS=2 scripts/skala_test_split.sh
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 OUT=studies/skala-1.0-test/results
 LIMITS=(--timeout-s 7200 --memory-gb 16)
 # the test molecules by size (AOs), smallest first
