@@ -3,8 +3,9 @@ model SCF at the same grid, in one run.
 
     python benchmarks/bench_train_step.py                       # H2O, grid level 1 (the quick preset's)
     python benchmarks/bench_train_step.py --molecule CH4 --grid-level 1 --repeats 3
+    python benchmarks/bench_train_step.py --reference reference_data/paper-train-val-v1 --molecule CH3OH
 
-For each architecture (untrained, seed 0) and loss, on one molecule of the bundled reference:
+For each architecture (untrained, seed 0) and loss, on one molecule of a reference set (default: the bundled one):
 
 * ``setup``: `harness.losses.prepare_geometry` (integrals, grid, reference density), paid
   once per geometry and kept across steps;
@@ -29,6 +30,9 @@ from pathlib import Path
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--molecule", default="H2O")
+    p.add_argument("--reference", type=Path, default=None, metavar="DIR",
+                   help="reference folder holding the molecule (default: the bundled set), e.g. "
+                   "reference_data/paper-train-val-v1 for the paper preset's training molecules")
     p.add_argument("--grid-level", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--archs", nargs="*", default=None)
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
     from harness.train import ARCH_CHOICES, build_model
 
     torch.set_num_threads(args.threads)
-    record = ReferenceSet(BUNDLED_REFERENCE_DIR).load(args.molecule)
+    record = ReferenceSet(args.reference or BUNDLED_REFERENCE_DIR).load(args.molecule)
     di = di_targets_for_record(record, DISettings(samples=1, probes=2, sigma=0.05))
     out = []
     print(f"{args.molecule}, grid level {args.grid_level}, {args.threads} thread(s); best of {args.repeats} steps")
