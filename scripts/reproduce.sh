@@ -43,7 +43,7 @@ if [ "$PRESET" != "paper" ]; then
 fi
 JOBS="${JOBS:-2}"
 # torch and PySCF (OpenMP) threads per job: the cores shared among the jobs. More threads than
-# cores make OpenMP's spinning threads fight: an evaluation ran 14x slower in its model SCF
+# cores make OpenMP's spinning threads fight: an evaluation's model SCF ran 16x slower
 # (docs/performance.md, "Threads"). Beside another job (the Skala run), set OMP_NUM_THREADS=1.
 CORES="$(nproc)"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}"
