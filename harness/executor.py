@@ -418,14 +418,10 @@ class PoolExecutor(Executor):
         running: dict[cf.Future, Task] = {}
         try:
             while pending or suspects or running:
-                if suspects:
-                    if not running:  # a suspect runs alone
-                        t = suspects.pop(0)
-                        running[self._ex.submit(_run, t.fn, None, t.args)] = t
-                else:
-                    while pending and len(running) < self.workers:
-                        t = pending.pop(0)
-                        running[self._ex.submit(_run, t.fn, None, t.args)] = t
+                queue, room = (suspects, 1) if suspects else (pending, self.workers)  # a suspect runs alone
+                while queue and len(running) < room:
+                    t = queue.pop(0)
+                    running[self._ex.submit(_run, t.fn, None, t.args)] = t
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 alone = len(running) == 1
                 broken: list[Task] = []

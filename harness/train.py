@@ -807,6 +807,12 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         executor.close()
 
 
+def _stored_identity(record: dict) -> dict:
+    """A run's identity as written in state.json or training.json (older files held the lr,
+    which a resume may change)."""
+    return {k: v for k, v in (record.get("identity") or {}).items() if k != "lr"}
+
+
 def _finished(out: Path, identity: dict, spec: Preset, step: int) -> TrainResult | None:
     """The recorded result of this run when it has already run to the end and written its
     submission (same identity, all steps, weights present); else None."""
@@ -814,8 +820,7 @@ def _finished(out: Path, identity: dict, spec: Preset, step: int) -> TrainResult
     if step < spec.steps or not info_path.is_file() or not (out / "weights.safetensors").is_file():
         return None
     info = json.loads(info_path.read_text())
-    stored = {k: v for k, v in (info.get("identity") or {}).items() if k != "lr"}
-    if stored != {k: v for k, v in identity.items() if k != "lr"} or info.get("steps_done") != spec.steps:
+    if _stored_identity(info) != identity or info.get("steps_done") != spec.steps:
         return None
     sel = info["selection"]
     return TrainResult(out, spec.steps, sel["step"], sel["val_energy_mae_mEh"], 0.0, step, [])
@@ -850,8 +855,7 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     wall_before = 0.0
     if state_path.is_file():
         state = json.loads(state_path.read_text())
-        stored = {k: v for k, v in (state.get("identity") or {}).items() if k != "lr"}  # older checkpoints held it
-        if stored != identity:
+        if _stored_identity(state) != identity:
             raise TrainError(f"{state_path}: checkpoint of a different run (arch/loss/preset/seed/data differ); "
                              "use another --out or delete the folder")
         model.load_state_dict(load_file(str(ckdir / "last.safetensors")), strict=True)

@@ -336,8 +336,7 @@ def test_a_parameter_averaged_run_validates_selects_and_submits_the_average(tmp_
     θ̄₂ = ¼θ₀ + ¼θ₁ + ½θ₂); the average survives an interruption."""
     import json
 
-    import harness.train as T
-    from harness.train import PRESETS, build_model
+    from harness.train import PRESETS, TrainError, build_model
 
     out = tmp_path / "ema"
     over = {"ema_decay": 0.5}
@@ -360,5 +359,5 @@ def test_a_parameter_averaged_run_validates_selects_and_submits_the_average(tmp_
         torch.testing.assert_close(submitted[k], by_step[selected][k], rtol=1e-12, atol=1e-14)
     assert json.loads((out / "training.json").read_text())["identity"]["ema_decay"] == 0.5
     (out / "checkpoints" / "last-ema.safetensors").unlink()  # a damaged checkpoint: one clear line
-    with pytest.raises(T.TrainError, match=r"last-ema\.safetensors: missing"):
+    with pytest.raises(TrainError, match=r"last-ema\.safetensors: missing"):
         train(_cfg(out, cache, steps=3, overrides=dict(CI["overrides"], **over)))
