@@ -815,15 +815,19 @@ def _stored_identity(record: dict) -> dict:
 
 def _finished(out: Path, identity: dict, spec: Preset, step: int) -> TrainResult | None:
     """The recorded result of this run when it has already run to the end and written its
-    submission (same identity, all steps, weights present); else None."""
+    submission (same identity, all steps, weights present); else None, also for an unreadable
+    training.json, which the finishing tail of the run then writes again."""
     info_path = out / "training.json"
     if step < spec.steps or not info_path.is_file() or not (out / "weights.safetensors").is_file():
         return None
-    info = json.loads(info_path.read_text())
-    if _stored_identity(info) != identity or info.get("steps_done") != spec.steps:
+    try:
+        info = json.loads(info_path.read_text())
+        if _stored_identity(info) != identity or info.get("steps_done") != spec.steps:
+            return None
+        sel = info["selection"]
+        return TrainResult(out, spec.steps, sel["step"], sel["val_energy_mae_mEh"], 0.0, step, [])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    sel = info["selection"]
-    return TrainResult(out, spec.steps, sel["step"], sel["val_energy_mae_mEh"], 0.0, step, [])
 
 
 def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ckdir: Path,

@@ -94,6 +94,10 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
     again = train(_cfg(part, cache, steps=2))
     assert (again.best_step, again.best_val_energy_mae_mEh) == (res.best_step, res.best_val_energy_mae_mEh)
     assert {f: f.read_bytes() for f in part.iterdir() if f.is_file()} == files
+    (part / "training.json").write_text("{truncated")  # unreadable: the finished run writes it again
+    rewritten = train(_cfg(part, cache, steps=2))
+    assert rewritten.best_step == res.best_step
+    assert json.loads((part / "training.json").read_text())["selection"]["step"] == res.best_step
     longer = train(_cfg(part, cache, steps=3))  # more steps than recorded: it trains on
     assert longer.resumed_from == 2 and longer.steps_done == 3
 
