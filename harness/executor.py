@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from harness.allocator import DASK_TRIM_THRESHOLD_BYTES, tune_allocator
 from harness.errors import HarnessError
 from harness.io import sha256_bytes
 
@@ -309,6 +310,7 @@ def die_with_parent() -> None:
 def _init_pool_worker(threads: int) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client stops the run
+    tune_allocator()
     set_threads(threads)
 
 
@@ -317,20 +319,13 @@ def restore_malloc_defaults() -> None:
 
     Setting it turns off glibc's dynamic mmap threshold, so every array above 128 KiB becomes a
     fresh ``mmap`` whose pages fault in again on each allocation; the SCF and TDDFT allocate such
-    arrays all the time (measured: PBE on the tiny split 1.8× slower per molecule). This sets the
-    thresholds to where glibc's dynamic rule would take them (``mallopt``: mmap 32 MiB, trim
-    64 MiB) and drops the variable, so that the functional's process, started from here, does
-    not inherit it."""
+    arrays all the time (measured: PBE on the tiny split 1.8× slower per molecule). This applies
+    `harness.allocator.tune_allocator` with a 64 MiB trim threshold (so the nanny still sees
+    memory come back) and drops the variable, so that the functional's process, started from
+    here, does not inherit it."""
     if os.environ.pop("MALLOC_TRIM_THRESHOLD_", None) is None:
         return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+    tune_allocator(trim_threshold_bytes=DASK_TRIM_THRESHOLD_BYTES)
 
 
 def _run(fn: Callable[..., Any], threads: int | None, args: tuple) -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from harness.allocator import tune_allocator
 from harness.remote import Arena, dtype_of, recv_msg, send_msg
 
 NO_GRADIENT = ("no gradient: E_xc is not connected to its input features (a detached output or "
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent(args.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness decides when this process ends
     torch.set_num_threads(max(1, args.threads))
+    tune_allocator()
     sock = socket.socket(fileno=args.fd)
     try:
         from harness.submission import load_functional

@@ -19,6 +19,7 @@ import os
 import sys
 
 import harness
+from harness.allocator import tune_allocator
 from harness.errors import HarnessError
 
 #: Modules that add sub-commands; each defines ``register(subparsers)``.
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # before torch allocates: keeps freed autograd arrays in the process
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

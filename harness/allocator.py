@@ -1,0 +1,64 @@
+"""The C allocator's policy for processes that build large autograd graphs.
+
+A training step or a TDDFT kernel allocates and frees thousands of grid-sized float64 arrays:
+a hidden layer of 16 units on 20,000 grid points for both spin channels is 2 × 20,000 × 16 × 8
+bytes ≈ 5 MB, and a third-order DI graph holds hundreds of them. glibc's ``malloc`` serves a
+block above its *mmap threshold* (128 kB at start; it rises after frees, up to 32 MB) with
+fresh pages from the kernel, and gives the top of the heap back to the kernel once more than
+the *trim threshold* (128 kB) is free there. Either way the next array of the same size is
+page-faulted and zeroed by the kernel again, which is system time spent on memory the process
+had a moment before.
+
+`tune_allocator` fixes the mmap threshold at glibc's maximum (32 MB on 64-bit) and the trim
+threshold at 2 GiB, so freed blocks stay in the process and are reused. The peak memory is
+unchanged: blocks are reused, not added; the resident size simply does not shrink between
+steps. Measured in docs/performance.md ("Allocator"). Set when the command line starts, in
+each local pool worker and in each functional process (a ``mallopt`` setting is not inherited
+by a new process); it changes no number the harness computes. Dask workers keep a 64 MiB trim threshold
+(`harness.executor.restore_malloc_defaults`): Dask's nanny pauses a worker whose resident
+memory stays above 80 % of its limit, and an untrimmed heap would stay there.
+
+Only glibc has ``mallopt``; elsewhere, and where the user sets ``glibc.malloc`` tunables of
+their own (``GLIBC_TUNABLES``), this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+#: ``mallopt`` parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+#: glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX), bytes.
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
+#: Free memory at the heap top kept before trimming, bytes (mallopt takes an int).
+TRIM_THRESHOLD_BYTES = 2**31 - 1
+#: The trim threshold in Dask workers, bytes (module docstring).
+DASK_TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def tune_allocator(trim_threshold_bytes: int = TRIM_THRESHOLD_BYTES) -> bool:
+    """Keep freed large blocks in this process (module docstring): mmap threshold 32 MiB, trim
+    threshold ``trim_threshold_bytes``. Returns whether that is in force: False off glibc or
+    when ``GLIBC_TUNABLES`` sets malloc tunables of its own."""
+    libc = None if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") else _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold_bytes)))
+
+
+__all__ = ["DASK_TRIM_THRESHOLD_BYTES", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "tune_allocator"]
