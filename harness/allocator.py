@@ -12,11 +12,13 @@ had a moment before.
 `tune_allocator` fixes the mmap threshold at glibc's maximum (32 MB on 64-bit) and the trim
 threshold at 2 GiB, so freed blocks stay in the process and are reused. The peak memory is
 unchanged: blocks are reused, not added; the resident size simply does not shrink between
-steps. Measured in docs/performance.md ("Allocator"). Set when the command line starts, in
-each local pool worker and in each functional process (a ``mallopt`` setting is not inherited
-by a new process); it changes no number the harness computes. Dask workers keep a 64 MiB trim threshold
-(`harness.executor.restore_malloc_defaults`): Dask's nanny pauses a worker whose resident
-memory stays above 80 % of its limit, and an untrimmed heap would stay there.
+steps. Measured in docs/performance.md ("Allocator"). Set when the command line starts and
+in each local pool worker (a ``mallopt`` setting is not inherited by a new process); it changes
+no number the harness computes. Where something watches the resident memory against a limit,
+the trim threshold is 64 MiB instead (`WATCHED_TRIM_THRESHOLD_BYTES`), so that memory the process
+no longer uses still goes back: the functional process, whose resident size `harness.remote`
+holds against ``--memory-gb``, and Dask workers (`harness.executor.restore_malloc_defaults`),
+whose nanny pauses a worker that stays above 80 % of its limit.
 
 Only glibc has ``mallopt``; elsewhere, and where the user sets ``glibc.malloc`` tunables of
 their own (``GLIBC_TUNABLES``), this does nothing.
@@ -36,8 +38,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 #: Free memory at the heap top kept before trimming, bytes (mallopt takes an int).
 TRIM_THRESHOLD_BYTES = 2**31 - 1
-#: The trim threshold in Dask workers, bytes (module docstring).
-DASK_TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+#: The trim threshold where resident memory is held against a limit, bytes (module docstring).
+WATCHED_TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
 def _libc():
@@ -61,4 +63,4 @@ def tune_allocator(trim_threshold_bytes: int = TRIM_THRESHOLD_BYTES) -> bool:
         libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold_bytes)))
 
 
-__all__ = ["DASK_TRIM_THRESHOLD_BYTES", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "tune_allocator"]
+__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "WATCHED_TRIM_THRESHOLD_BYTES", "tune_allocator"]

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from harness.allocator import DASK_TRIM_THRESHOLD_BYTES, tune_allocator
+from harness.allocator import WATCHED_TRIM_THRESHOLD_BYTES, tune_allocator
 from harness.errors import HarnessError
 from harness.io import sha256_bytes
 
@@ -325,7 +325,7 @@ def restore_malloc_defaults() -> None:
     here, does not inherit it."""
     if os.environ.pop("MALLOC_TRIM_THRESHOLD_", None) is None:
         return
-    tune_allocator(trim_threshold_bytes=DASK_TRIM_THRESHOLD_BYTES)
+    tune_allocator(trim_threshold_bytes=WATCHED_TRIM_THRESHOLD_BYTES)
 
 
 def _run(fn: Callable[..., Any], threads: int | None, args: tuple) -> Any:
