@@ -19,6 +19,12 @@ the same draws. A verdict compares the interval with zero: *reproduced* when the
 lies on the improving side, *not reproduced* when it lies on the worsening side, *inconclusive*
 when it contains zero. Seed 0 of each model lives in ``results/<arch>-<loss>``, seed s > 0 in
 ``results/<arch>-<loss>-s<s>``.
+
+With ``--cost`` it prints what the study cost instead (`study_cost`): each run's training wall
+time across resumes (``wall_s_total`` of its ``training.json``, paper preset only) and its
+test-split evaluation (the summary's ``molecules_sum``), their sums, and the wall time of the
+study's stages 3–4 run ``--jobs`` at a time in `scripts/reproduce.sh`'s order (`makespan`: each
+job slot takes the next run when it frees), computed from those measured times.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import heapq
 import math
 from pathlib import Path
 
@@ -33,6 +40,7 @@ import numpy as np
 
 from harness.io import atomic_write_text
 from harness.metric_registry import LEADERBOARD_METRICS, Metric
+from harness.submission import submission_sha256
 
 ARCHS = ("xcdiff", "nagai", "nlmp", "egxc")
 LOSSES = ("ed", "di")
@@ -124,6 +132,69 @@ BOOTSTRAP_SAMPLES = 2000
 def run_name(arch: str, loss: str, seed: int) -> str:
     """The submission (and results) folder of one run: seed 0 is the bundled baseline."""
     return f"{arch}-{loss}" if seed == 0 else f"{arch}-{loss}-s{seed}"
+
+
+def run_dir(arch: str, loss: str, seed: int, submissions: Path = Path("submissions"),
+            study: Path = Path("studies/paper")) -> Path:
+    """The trained submission of one run of the seed study (`scripts/reproduce.sh paper`): seed 0
+    replaces the bundled baseline, the other seeds live under the study's ``runs/``."""
+    return Path(submissions) / run_name(arch, loss, 0) if seed == 0 else Path(study) / "runs" / run_name(arch, loss, seed)
+
+
+def makespan(durations_s, jobs: int) -> float:
+    """Wall seconds to run ``durations_s`` in order on ``jobs`` slots, each slot taking the next
+    item as soon as it is free (what ``xargs -P jobs`` does)."""
+    slots = [0.0] * max(1, int(jobs))
+    for d in durations_s:
+        heapq.heappush(slots, heapq.heappop(slots) + float(d))
+    return max(slots)
+
+
+def study_cost(seeds, submissions: Path = Path("submissions"), study: Path = Path("studies/paper"),
+               results: Path = Path("results"), split: str = "test", jobs: int = 2, preset: str = "paper") -> dict:
+    """What the seed study cost (module docstring), in seconds: ``runs`` (one dict per run, in
+    the script's order: seed, architecture, loss; ``train_s`` None unless the run finished with
+    ``preset``, ``eval_s`` None unless the summary is of the run's submission as it is now),
+    ``train_s_sum``, ``eval_s_sum``, ``makespan_s`` (stages 3 and 4 at ``jobs`` at a time; None
+    until every run is done) and ``missing`` (names of runs lacking either)."""
+    runs = []
+    for seed in seeds:
+        for arch in ARCHS:
+            for loss in LOSSES:
+                name = run_name(arch, loss, seed)
+                train_s = eval_s = None
+                folder = run_dir(arch, loss, seed, submissions, study)
+                info = folder / "training.json"
+                if info.is_file():
+                    t = json.loads(info.read_text())
+                    if (t.get("preset") or {}).get("name") == preset:
+                        train_s = float(t["wall_s_total"])
+                summ = Path(results) / name / split / "summary.json"
+                if train_s is not None and summ.is_file():  # an evaluation of this very model
+                    sm = json.loads(summ.read_text())
+                    if sm["provenance"]["submission"]["sha256"]["combined"] == submission_sha256(folder)["combined"]:
+                        eval_s = float(sm["wall_s"]["molecules_sum"])
+                runs.append({"name": name, "arch": arch, "loss": loss, "seed": seed, "train_s": train_s, "eval_s": eval_s})
+    missing = [r["name"] for r in runs if r["train_s"] is None or r["eval_s"] is None]
+    done_t = [r["train_s"] for r in runs if r["train_s"] is not None]
+    done_e = [r["eval_s"] for r in runs if r["eval_s"] is not None]
+    return {
+        "runs": runs, "missing": missing, "jobs": jobs,
+        "train_s_sum": sum(done_t), "eval_s_sum": sum(done_e),
+        "makespan_s": None if missing else makespan([r["train_s"] for r in runs], jobs)
+        + makespan([r["eval_s"] for r in runs], jobs),
+    }
+
+
+def render_cost(cost: dict) -> str:
+    """`study_cost` as a Markdown table with its totals (hours)."""
+    h = lambda s: "—" if s is None else f"{s / 3600:.2f}"  # noqa: E731
+    lines = ["| run | training h | evaluation h |", "| --- | --- | --- |"]
+    lines += [f"| {r['name']} | {h(r['train_s'])} | {h(r['eval_s'])} |" for r in cost["runs"]]
+    lines.append(f"| **sum** | {h(cost['train_s_sum'])} | {h(cost['eval_s_sum'])} |")
+    tail = (f"stages 3–4, {cost['jobs']} at a time, from these times: {h(cost['makespan_s'])} h"
+            if cost["makespan_s"] is not None else f"not done yet: {', '.join(cost['missing'])}")
+    return "\n".join(lines) + "\n\n" + tail + "\n"
 
 
 def load_study(results: Path, seeds, split: str = "test") -> dict[tuple[str, str, int], dict]:
@@ -262,7 +333,14 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="render the seed study over these seeds (with 95 %% intervals) instead of one seed")
+    ap.add_argument("--cost", action="store_true",
+                    help="print what the seed study cost (training and evaluation hours per run, and the "
+                    "stages' wall time --jobs at a time) instead of writing the table")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time, for --cost (default 2)")
     args = ap.parse_args(argv)
+    if args.cost:
+        print(render_cost(study_cost(args.seeds or [0, 1, 2], results=args.results, split=args.split, jobs=args.jobs)))
+        return 0
     if args.seeds:
         table = render_study(load_study(args.results, args.seeds, args.split), args.seeds)
     else:

@@ -90,3 +90,62 @@ def test_seed_study_bootstrap_intervals_and_verdicts(tmp_path):
     lines[1] = "M0,crashed,,"
     csv_path.write_text("\n".join(lines) + "\n")
     assert "egxc" not in paired_bootstrap(load_study(tmp_path, [0, 1, 2]), [0, 1, 2], m, n_boot=50)
+
+
+def test_makespan_by_hand():
+    from harness.reproduction import makespan
+
+    # slots: 3 | 1 → the freed slot takes 2 (ends 3), then the next free one takes 2 (ends 5)
+    assert makespan([3, 1, 2, 2], 2) == 5
+    assert makespan([3, 1, 2, 2], 1) == 8
+    assert makespan([], 2) == 0
+
+
+def test_study_cost_counts_finished_paper_runs_and_their_own_evaluations(tmp_path):
+    """Only a finished paper-preset run counts, and only an evaluation of that very model; the
+    makespan appears once every run has both."""
+    import shutil
+    from pathlib import Path
+
+    from harness.reproduction import ARCHS, LOSSES, render_cost, run_dir, study_cost
+    from harness.submission import submission_sha256
+
+    subs, study, results = tmp_path / "submissions", tmp_path / "study", tmp_path / "results"
+    src = Path(__file__).resolve().parents[1] / "submissions" / "xcdiff-ed"
+    walls = {}
+    for i, (arch, loss) in enumerate((a, lo) for a in ARCHS for lo in LOSSES):
+        for seed in (0, 1):
+            d = run_dir(arch, loss, seed, subs, study)
+            d.mkdir(parents=True)
+            for f in ("submission.yaml", "functional.py", "weights.safetensors"):
+                shutil.copy(src / f, d / f)
+            name = d.name
+            walls[name] = (100.0 * (i + 1) + seed, 10.0 * (i + 1))
+            (d / "training.json").write_text(json.dumps({"preset": {"name": "paper"}, "wall_s_total": walls[name][0]}))
+            out = results / name / "test"
+            out.mkdir(parents=True)
+            (out / "summary.json").write_text(json.dumps({
+                "wall_s": {"molecules_sum": walls[name][1]},
+                "provenance": {"submission": {"sha256": submission_sha256(d)}}}))
+    cost = study_cost([0, 1], subs, study, results, jobs=2)
+    assert cost["missing"] == [] and len(cost["runs"]) == 16
+    assert cost["train_s_sum"] == pytest.approx(sum(t for t, _ in walls.values()))
+    assert cost["eval_s_sum"] == pytest.approx(sum(e for _, e in walls.values()))
+    order = [r["name"] for r in cost["runs"]]
+    assert order[:2] == ["xcdiff-ed", "xcdiff-di"] and order[8] == "xcdiff-ed-s1"
+    from harness.reproduction import makespan
+
+    assert cost["makespan_s"] == pytest.approx(makespan([walls[n][0] for n in order], 2)
+                                               + makespan([walls[n][1] for n in order], 2))
+    assert "stages 3–4, 2 at a time" in render_cost(cost)
+
+    # a quick-preset training.json is not a paper run; an evaluation of other weights is not this run's
+    (run_dir("nagai", "ed", 0, subs, study) / "training.json").write_text(
+        json.dumps({"preset": {"name": "quick"}, "wall_s_total": 5.0}))
+    (run_dir("egxc", "di", 1, subs, study) / "weights.safetensors").write_bytes(b"other weights")
+    cost = study_cost([0, 1], subs, study, results, jobs=2)
+    assert cost["missing"] == ["nagai-ed", "egxc-di-s1"] and cost["makespan_s"] is None
+    by = {r["name"]: r for r in cost["runs"]}
+    assert by["nagai-ed"]["train_s"] is None and by["egxc-di-s1"]["eval_s"] is None
+    assert by["egxc-di-s1"]["train_s"] == walls["egxc-di-s1"][0]
+    assert "not done yet: nagai-ed, egxc-di-s1" in render_cost(cost)
