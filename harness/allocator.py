@@ -20,7 +20,9 @@ no longer uses still goes back: the functional process, whose resident size `har
 holds against ``--memory-gb``, and Dask workers (`harness.executor.restore_malloc_defaults`),
 whose nanny pauses a worker that stays above 80 % of its limit.
 
-Only glibc has ``mallopt``; elsewhere, and where the user sets ``glibc.malloc`` tunables of
+Preloading jemalloc or tcmalloc (``LD_PRELOAD``), as torch's CPU tuning guide suggests, would
+do the same, but needs a system package and a wrapper around every process; glibc's own knobs
+need neither. Only glibc has ``mallopt``; elsewhere, and where the user sets ``glibc.malloc`` tunables of
 their own (``GLIBC_TUNABLES``), this does nothing.
 """
 
