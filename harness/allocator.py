@@ -14,11 +14,14 @@ threshold at 2 GiB, so freed blocks stay in the process and are reused. The peak
 unchanged: blocks are reused, not added; the resident size simply does not shrink between
 steps. Measured in docs/performance.md ("Allocator"). Set when the command line starts and
 in each local pool worker (a ``mallopt`` setting is not inherited by a new process); it changes
-no number the harness computes. Where something watches the resident memory against a limit,
-the trim threshold is 64 MiB instead (`WATCHED_TRIM_THRESHOLD_BYTES`), so that memory the process
-no longer uses still goes back: the functional process, whose resident size `harness.remote`
-holds against ``--memory-gb``, and Dask workers (`harness.executor.restore_malloc_defaults`),
-whose nanny pauses a worker that stays above 80 % of its limit.
+no number the harness computes, so this module is not scoring code (`harness.provenance`).
+Where something watches the resident memory against a limit, the trim threshold is 64 MiB
+instead (`WATCHED_TRIM_THRESHOLD_BYTES`), so that memory the process no longer uses still goes
+back: the functional process, whose resident size `harness.remote` holds against
+``--memory-gb`` (it gets the policy as ``GLIBC_TUNABLES`` from its launcher,
+`child_tunables` in `harness.sandbox.child_command`), and Dask workers
+(`harness.executor.restore_malloc_defaults`), whose nanny pauses a worker that stays above 80 %
+of its limit.
 
 Preloading jemalloc or tcmalloc (``LD_PRELOAD``), as torch's CPU tuning guide suggests, would
 do the same, but needs a system package and a wrapper around every process; glibc's own knobs
@@ -65,4 +68,15 @@ def tune_allocator(trim_threshold_bytes: int = TRIM_THRESHOLD_BYTES) -> bool:
         libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold_bytes)))
 
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "WATCHED_TRIM_THRESHOLD_BYTES", "tune_allocator"]
+def child_tunables(trim_threshold_bytes: int = WATCHED_TRIM_THRESHOLD_BYTES, environ=None) -> str | None:
+    """The ``GLIBC_TUNABLES`` value that starts a new process with this policy (mmap threshold
+    32 MiB, trim threshold ``trim_threshold_bytes``), keeping tunables already set; None off
+    Linux or when ``environ`` (default: this process's) sets malloc tunables of its own."""
+    current = (os.environ if environ is None else environ).get("GLIBC_TUNABLES", "")
+    if not sys.platform.startswith("linux") or "glibc.malloc" in current:
+        return None
+    mine = f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD_BYTES}:glibc.malloc.trim_threshold={int(trim_threshold_bytes)}"
+    return f"{current}:{mine}" if current else mine
+
+
+__all__ = ["MMAP_THRESHOLD_BYTES", "child_tunables", "TRIM_THRESHOLD_BYTES", "WATCHED_TRIM_THRESHOLD_BYTES", "tune_allocator"]

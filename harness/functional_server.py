@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 
-from harness.allocator import WATCHED_TRIM_THRESHOLD_BYTES, tune_allocator
 from harness.remote import Arena, dtype_of, recv_msg, send_msg
 
 NO_GRADIENT = ("no gradient: E_xc is not connected to its input features (a detached output or "
@@ -224,13 +223,6 @@ def _describe(exc: BaseException) -> str:
     return f"raised {type(exc).__name__}: {text}" if text else f"raised {type(exc).__name__}"
 
 
-def configure_process(threads: int) -> None:
-    """torch threads and the C allocator of this process (`harness.allocator`; trimmed above
-    64 MiB, because the harness holds this process's resident memory against ``--memory-gb``)."""
-    torch.set_num_threads(max(1, threads))
-    tune_allocator(trim_threshold_bytes=WATCHED_TRIM_THRESHOLD_BYTES)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.functional_server",
                                 description="Serve one submission's functional to the harness over a socket.")
@@ -241,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     _die_with_parent(args.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the harness decides when this process ends
-    configure_process(args.threads)
+    torch.set_num_threads(max(1, args.threads))
     sock = socket.socket(fileno=args.fd)
     try:
         from harness.submission import load_functional

@@ -26,11 +26,11 @@ import harness
 #: a score: the command line, the leaderboard and reports, the orchestration of an evaluation
 #: (`harness.evaluate`: processes, cache, files; the per-molecule scoring is `harness.pipeline`),
 #: the result files and their schema, the sandbox's mounts, this hash itself, training,
-#: reference *building*.
+#: reference *building*, the C allocator's policy.
 NOT_SCORING: tuple[str, ...] = (
     "cli/", "leaderboard/", "reproduction.py", "train.py", "losses.py", "grassmann.py",
     "evaluate.py", "executor.py", "results.py", "summary_schema.py", "sandbox.py", "provenance.py",
-    "reference/build.py", "reference/show.py", "extras.py", "io.py",
+    "reference/build.py", "reference/show.py", "extras.py", "io.py", "allocator.py",
 )
 
 HARNESS_DIR = Path(harness.__file__).resolve().parent

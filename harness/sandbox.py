@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from harness.allocator import child_tunables
 from harness.errors import HarnessError
 
 SANDBOXES = ("auto", "bwrap", "none")
@@ -73,11 +74,14 @@ def child_command(folder: Path, *, fd: int, threads: int, sandbox: str, hide: Se
     parent = os.getpid() if sandbox == "none" else 0
     server = [sys.executable, "-m", "harness.functional_server", "--fd", str(fd), "--threads", str(threads),
               "--parent-pid", str(parent), str(folder)]
+    tunables = child_tunables()  # the C allocator's policy (harness.allocator), set before Python starts
     if sandbox == "none":
-        return server
+        return server if tunables is None else [shutil.which("env") or "env", f"GLIBC_TUNABLES={tunables}", *server]
     cmd = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
            "--tmpfs", "/tmp", "--unshare-all", "--die-with-parent", "--new-session",
            "--setenv", "HOME", "/tmp", "--setenv", "XDG_CACHE_HOME", "/tmp/.cache"]
+    if tunables is not None:
+        cmd += ["--setenv", "GLIBC_TUNABLES", tunables]
     folder = folder.resolve()
     # what the child needs, mounted again (read-only) in case it lies under the private /tmp: the
     # submission, the harness package and the Python environment; the covered folders go on top

@@ -80,11 +80,25 @@ def test_command_line_and_pool_workers_tune():
 
 
 def test_functional_process_keeps_trimming():
-    """The functional process's resident memory is held against --memory-gb: large blocks come
-    from the heap, but freed memory above 64 MiB goes back."""
-    r = probe("from harness.functional_server import configure_process\nconfigure_process(1)")
+    """The functional process's resident memory is held against --memory-gb: it is started with
+    tunables (both sandboxes) under which large blocks come from the heap, but freed memory
+    above 64 MiB goes back."""
+    from pathlib import Path
+
+    from harness.allocator import child_tunables
+    from harness.sandbox import child_command
+
+    tunables = child_tunables(environ={})
+    assert child_tunables(environ={"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) is None
+    assert child_tunables(environ={"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}).startswith("glibc.pthread.rseq=0:")
+    r = probe("", {"GLIBC_TUNABLES": tunables})
     assert r["mmapped_bytes"] == 0
     assert r["heap_after_free_bytes"] < 128 * MiB
+    for sandbox in ("none", "bwrap"):
+        cmd = child_command(Path("submissions/pbe"), fd=3, threads=1, sandbox=sandbox)
+        env = [a for a in cmd if a.startswith("GLIBC_TUNABLES=")] if sandbox == "none" else \
+            [cmd[i + 2] for i, a in enumerate(cmd) if a == "--setenv" and cmd[i + 1] == "GLIBC_TUNABLES"]
+        assert env and env[0].endswith(tunables), (sandbox, cmd[:12])
 
 
 def test_dask_workers_keep_trimming():

@@ -393,6 +393,23 @@ def _copy_harness_sources(dst: Path) -> None:
         shutil.copyfile(p, target)
 
 
+def test_committed_results_are_of_this_scoring_code():
+    """Every committed leaderboard summary and every cached Skala-1.0 test molecule was made by
+    the scoring code of this checkout: a change to a scoring file (or a new module not listed in
+    NOT_SCORING) would silently make them all stale and their reruns cost hours."""
+    from harness.provenance import scoring_sha256
+
+    repo = Path(__file__).resolve().parents[1]
+    here = scoring_sha256()
+    made = {str(f.relative_to(repo)): json.loads(f.read_text())["provenance"]["scoring_sha256"]
+            for f in repo.glob("leaderboard/results/*/*/summary.json")}
+    made |= {str(f.relative_to(repo)): json.loads(f.read_text())["cache"]["scoring_sha256"]
+             for f in repo.glob("studies/*/results/*/*/molecules/*.json")}
+    assert len(made) >= 13
+    stale = sorted(k for k, v in made.items() if v != here)
+    assert not stale, f"made by other scoring code than this checkout's: {stale[:5]} ({len(stale)})"
+
+
 def test_edited_scoring_file_makes_every_result_stale(work, tmp_path, monkeypatch):
     copy = tmp_path / "harness-copy"
     _copy_harness_sources(copy)
