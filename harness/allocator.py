@@ -9,7 +9,7 @@ the *trim threshold* (128 kB) is free there. Either way the next array of the sa
 page-faulted and zeroed by the kernel again, which is system time spent on memory the process
 had a moment before.
 
-`tune_allocator` fixes the mmap threshold at glibc's maximum (32 MB on 64-bit) and the trim
+`tune_allocator` fixes the mmap threshold at glibc's maximum (32 MiB on 64-bit) and the trim
 threshold at 2 GiB, so freed blocks stay in the process and are reused. The peak memory is
 unchanged: blocks are reused, not added; the resident size simply does not shrink between
 steps. Measured in docs/performance.md ("Allocator"). Set when the command line starts and
@@ -25,8 +25,8 @@ of its limit.
 
 Preloading jemalloc or tcmalloc (``LD_PRELOAD``), as torch's CPU tuning guide suggests, would
 do the same, but needs a system package and a wrapper around every process; glibc's own knobs
-need neither. Only glibc has ``mallopt``; elsewhere, and where the user sets ``glibc.malloc`` tunables of
-their own (``GLIBC_TUNABLES``), this does nothing.
+need neither. Only glibc has ``mallopt``; elsewhere, and where the user sets ``glibc.malloc``
+tunables of their own (``GLIBC_TUNABLES``), this does nothing.
 """
 
 from __future__ import annotations
@@ -79,4 +79,5 @@ def child_tunables(trim_threshold_bytes: int = WATCHED_TRIM_THRESHOLD_BYTES, env
     return f"{current}:{mine}" if current else mine
 
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "child_tunables", "TRIM_THRESHOLD_BYTES", "WATCHED_TRIM_THRESHOLD_BYTES", "tune_allocator"]
+__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES", "WATCHED_TRIM_THRESHOLD_BYTES", "child_tunables",
+           "tune_allocator"]

@@ -138,7 +138,9 @@ def run_dir(arch: str, loss: str, seed: int, submissions: Path = Path("submissio
             study: Path = Path("studies/paper")) -> Path:
     """The trained submission of one run of the seed study (`scripts/reproduce.sh paper`): seed 0
     replaces the bundled baseline, the other seeds live under the study's ``runs/``."""
-    return Path(submissions) / run_name(arch, loss, 0) if seed == 0 else Path(study) / "runs" / run_name(arch, loss, seed)
+    if seed == 0:
+        return Path(submissions) / run_name(arch, loss, 0)
+    return Path(study) / "runs" / run_name(arch, loss, seed)
 
 
 def makespan(durations_s, jobs: int) -> float:
@@ -174,7 +176,8 @@ def study_cost(seeds, submissions: Path = Path("submissions"), study: Path = Pat
                     sm = json.loads(summ.read_text())
                     if sm["provenance"]["submission"]["sha256"]["combined"] == submission_sha256(folder)["combined"]:
                         eval_s = float(sm["wall_s"]["molecules_sum"])
-                runs.append({"name": name, "arch": arch, "loss": loss, "seed": seed, "train_s": train_s, "eval_s": eval_s})
+                runs.append({"name": name, "arch": arch, "loss": loss, "seed": seed,
+                             "train_s": train_s, "eval_s": eval_s})
     missing = [r["name"] for r in runs if r["train_s"] is None or r["eval_s"] is None]
     done_t = [r["train_s"] for r in runs if r["train_s"] is not None]
     done_e = [r["eval_s"] for r in runs if r["eval_s"] is not None]
