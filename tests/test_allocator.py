@@ -11,7 +11,17 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def _has_mallinfo2() -> bool:
+    try:
+        import ctypes
+
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not _has_mallinfo2(),
+                                reason="glibc ≥ 2.33 only (mallinfo2)")
 
 #: Runs SETUP, then reports (a) how many bytes one 8 MiB malloc adds to mmapped memory and
 #: (b) the heap's size after 256 blocks of 1 MiB were allocated and freed again.
