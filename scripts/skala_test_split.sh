@@ -30,18 +30,15 @@ BIG_POINTS=130000
 BIG_LIMITS=(--timeout-s 7200 --memory-gb 21)
 # the test molecules by size (AOs), smallest first, with their padded grid size (level 3)
 mapfile -t molecules < <("$PY" - <<'PY'
-from pyscf import dft, gto
 from harness.adapter import point_bucket
+from harness.integrals import build_grid
+from harness.molecules import to_pyscf
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 from harness.reference.store import ReferenceSet
 refs = ReferenceSet(BUNDLED_REFERENCE_DIR)
 for e in sorted(refs.select("test"), key=lambda e: (e.nao, e.natm, e.key)):
-    r = refs.load(e.key)
-    mol = gto.M(atom=list(zip(r.symbols, r.positions_angstrom)), basis="def2-svp", verbose=0)
-    g = dft.gen_grid.Grids(mol)
-    g.level = 3
-    tab = g.gen_atomic_grids(mol, g.atom_grid, g.radi_method, g.level, g.prune)
-    print(e.key, point_bucket(sum(len(tab[mol.atom_symbol(i)][1]) for i in range(mol.natm))))
+    _, weights = build_grid(to_pyscf(refs.load(e.key).molecule), level=3)  # the evaluation's grid
+    print(e.key, point_bucket(len(weights)))
 PY
 )
 waiting=()
