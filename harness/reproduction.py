@@ -152,6 +152,30 @@ def makespan(durations_s, jobs: int) -> float:
     return max(slots)
 
 
+_REQUIRED = object()
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON file; a clear error naming it if it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def _get(data: dict, path: Path, *keys, default=_REQUIRED):
+    """``data[k1][k2]…`` of the JSON file ``path``; ``default`` if given and missing, else an
+    error naming the file and the field."""
+    try:
+        for k in keys:
+            data = data[k]
+        return data
+    except (KeyError, TypeError):
+        if default is not _REQUIRED:
+            return default
+        raise ValueError(f"{path}: no {'.'.join(keys)}") from None
+
+
 def study_cost(seeds, submissions: Path = Path("submissions"), study: Path = Path("studies/paper"),
                results: Path = Path("results"), split: str = "test", jobs: int = 2, preset: str = "paper") -> dict:
     """What the seed study cost (module docstring), in seconds: ``runs`` (one dict per run, in
@@ -168,14 +192,15 @@ def study_cost(seeds, submissions: Path = Path("submissions"), study: Path = Pat
                 folder = run_dir(arch, loss, seed, submissions, study)
                 info = folder / "training.json"
                 if info.is_file():
-                    t = json.loads(info.read_text())
-                    if (t.get("preset") or {}).get("name") == preset:
-                        train_s = float(t["wall_s_total"])
+                    t = _read_json(info)
+                    if _get(t, info, "preset", "name", default=None) == preset:
+                        train_s = float(_get(t, info, "wall_s_total"))
                 summ = Path(results) / name / split / "summary.json"
                 if train_s is not None and summ.is_file():  # an evaluation of this very model
-                    sm = json.loads(summ.read_text())
-                    if sm["provenance"]["submission"]["sha256"]["combined"] == submission_sha256(folder)["combined"]:
-                        eval_s = float(sm["wall_s"]["molecules_sum"])
+                    sm = _read_json(summ)
+                    if _get(sm, summ, "provenance", "submission", "sha256", "combined") == \
+                            submission_sha256(folder)["combined"]:
+                        eval_s = float(_get(sm, summ, "wall_s", "molecules_sum"))
                 runs.append({"name": name, "arch": arch, "loss": loss, "seed": seed,
                              "train_s": train_s, "eval_s": eval_s})
     missing = [r["name"] for r in runs if r["train_s"] is None or r["eval_s"] is None]

@@ -149,3 +149,11 @@ def test_study_cost_counts_finished_paper_runs_and_their_own_evaluations(tmp_pat
     assert by["nagai-ed"]["train_s"] is None and by["egxc-di-s1"]["eval_s"] is None
     assert by["egxc-di-s1"]["train_s"] == walls["egxc-di-s1"][0]
     assert "not done yet: nagai-ed, egxc-di-s1" in render_cost(cost)
+
+    # a damaged file is named, with the field that could not be read
+    (run_dir("nlmp", "di", 1, subs, study) / "training.json").write_text('{"preset": {"name": "paper"}}')
+    with pytest.raises(ValueError, match=r"nlmp-di-s1/training\.json: no wall_s_total"):
+        study_cost([0, 1], subs, study, results)
+    (run_dir("nlmp", "di", 1, subs, study) / "training.json").write_text("{truncated")
+    with pytest.raises(ValueError, match=r"nlmp-di-s1/training\.json: unreadable"):
+        study_cost([0, 1], subs, study, results)
