@@ -878,6 +878,14 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
             lr_changes.append({"from_step": start + 1, "lr": spec.lr})
         log(f"resuming {out} from step {start}/{spec.steps}"
             + (f" with base learning rate {spec.lr:g}" if len(lr_changes) > 1 else ""))
+    else:
+        # a finished run whose checkpoints are gone (they are not committed: a fresh clone of a
+        # study) is still recognised by its submission, so a study resumes without retraining it
+        done = _finished(out, identity, spec, spec.steps)
+        if done is not None:
+            log(f"{out}: already trained ({spec.steps} steps, selected step {done.best_step}; "
+                "no checkpoint, the submission's training.json says so); nothing to do")
+            return done
     #: each geometry's SCF and CG start where its last solve ended; kept with the checkpoint, so
     #: a resumed run continues exactly as an uninterrupted one
     warm = load_warm_starts(ckdir / "last-warm.safetensors") if resumed is not None else {}

@@ -9,7 +9,7 @@
 # Every stage is resumable: rerun the same command after an interruption and finished work
 # (reference geometries, DI targets, training steps, evaluated molecules) is reused. The paper
 # study runs two jobs at a time (JOBS=2); seed 0 of each model replaces submissions/<arch>-<loss>,
-# seeds 1 and 2 go to studies/paper/runs/<arch>-<loss>-s<seed>.
+# seeds 1 and 2 go to studies/paper/runs/<arch>-<loss>-s<seed>; the evaluations to studies/paper/results.
 set -euo pipefail
 PRESET="${1:-quick}"
 cd "$(dirname "$0")/.."
@@ -48,7 +48,10 @@ JOBS="${JOBS:-2}"
 CORES="$(nproc)"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}"
 STUDY=studies/paper
-mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs"
+# the evaluations of stage 4 go with the study, not into the scratch results/ (which git ignores):
+# their per-molecule cache files are committed as they finish, so a fresh clone resumes them
+RESULTS="$STUDY/results"
+mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs" "$RESULTS"
 # when each stage of each sitting began, and when the study ended or was interrupted (UTC), for its
 # measured wall time; an interruption still stops the script
 stamp() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$1,$2,jobs=$JOBS,threads=$OMP_NUM_THREADS" >> "$STUDY/timeline.csv"; }
@@ -98,18 +101,18 @@ for seed in 0 1 2; do
   for arch in "${ARCHS[@]}"; do
     for loss in "${LOSSES[@]}"; do
       if [ "$seed" = 0 ]; then sub="submissions/${arch}-${loss}"; else sub="$STUDY/runs/${arch}-${loss}-s${seed}"; fi
-      echo "$PY -m harness.cli evaluate $sub --split test --workers 1 --quiet > $STUDY/logs/eval-${arch}-${loss}-s${seed}.log 2>&1"
+      echo "$PY -m harness.cli evaluate $sub --split test --workers 1 --out $RESULTS --quiet > $STUDY/logs/eval-${arch}-${loss}-s${seed}.log 2>&1"
     done
   done
 done | xargs -P "$JOBS" -I{} sh -c "{}"
 
 STAGE=table; stamp $STAGE begin
 echo "== 5. the study table (docs/reproduction.md)"
-"$PY" -m harness.reproduction --results results --seeds 0 1 2 --doc docs/reproduction.md
+"$PY" -m harness.reproduction --results "$RESULTS" --seeds 0 1 2 --doc docs/reproduction.md
 
 STAGE=leaderboard; stamp $STAGE begin
 echo "== 6. the seed-0 models replace the quick baselines on the leaderboard"
 names=()
 for arch in "${ARCHS[@]}"; do for loss in "${LOSSES[@]}"; do names+=("${arch}-${loss}"); done; done
-scripts/leaderboard.sh "${names[@]}"   # evaluations cached by stage 4: copies and publishes
+RESULTS="$RESULTS" scripts/leaderboard.sh "${names[@]}"   # evaluations cached by stage 4: copies and publishes
 stamp done end

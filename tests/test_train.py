@@ -98,6 +98,16 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
     rewritten = train(_cfg(part, cache, steps=2))
     assert rewritten.best_step == res.best_step
     assert json.loads((part / "training.json").read_text())["selection"]["step"] == res.best_step
+    # a finished run without its checkpoints (a fresh clone of a study: they are not committed)
+    # is recognised by its submission and not trained again; another seed there would be
+    import shutil
+
+    shutil.copytree(part, tmp_path / "clone", ignore=shutil.ignore_patterns("checkpoints"))
+    files = {f.name: f.read_bytes() for f in (tmp_path / "clone").iterdir() if f.is_file()}
+    cloned = train(_cfg(tmp_path / "clone", cache, steps=2))
+    assert (cloned.best_step, cloned.best_val_energy_mae_mEh) == (res.best_step, res.best_val_energy_mae_mEh)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "clone").iterdir() if f.is_file()} == files
+    assert not (tmp_path / "clone" / "checkpoints" / "state.json").exists()
     longer = train(_cfg(part, cache, steps=3))  # more steps than recorded: it trains on
     assert longer.resumed_from == 2 and longer.steps_done == 3
 
@@ -130,6 +140,22 @@ def test_cli_registered():
 
     args = build_parser().parse_args(["train", "--arch", "nlmp", "--loss", "di", "--out", "x", "--steps", "3"])
     assert args.arch == "nlmp" and args.loss == "di" and args.steps == 3 and args.preset == "quick"
+
+
+def test_cli_rerun_of_a_finished_run_says_so_and_writes_nothing(tmp_path, cache, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--arch", "xcdiff", "--loss", "ed", "--out", str(out), "--reference", str(BUNDLED_REFERENCE_DIR),
+            "--cache", str(cache), "--split-train", "tiny", "--split-val", "tiny", "--max-train", "1",
+            "--max-val", "1", "--grid-level", "0", "--steps", "1", "--quiet"]
+    assert main(argv) == 0
+    assert f"wrote {out}/submission.yaml" in capsys.readouterr().out
+    files = {f: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "wrote" not in said and f"as recorded in {out}/training.json" in said
+    assert {f: f.read_bytes() for f in out.iterdir() if f.is_file()} == files
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "loss (E+D plus orbital-gradient and Hessian-vector supervision), select the model on the "
         "validation split (lowest val energy MAE) and write OUT as a submission folder that "
         "'harness evaluate OUT' scores. Checkpoints after every step: rerun the same command to "
-        "resume. Presets: " + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
+        "resume; a finished run (OUT/training.json of the same configuration) is left as it is, "
+        "with or without its checkpoints. Presets: " + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
     )
     p.add_argument("--arch", choices=ARCH_CHOICES, required=True, help="architecture (harness.architectures)")
     p.add_argument("--loss", choices=LOSS_CHOICES, required=True, help="ed: energy+density; di: DI-Loss")
@@ -82,8 +83,12 @@ def run_train(args) -> int:
         res = train(cfg)
     except (TrainError, ReferenceDataError, FunctionalError) as exc:
         raise HarnessError(" ".join(str(exc).split())) from exc
-    print(f"selected step {res.best_step} (val energy MAE {res.best_val_energy_mae_mEh:.3f} mEh); "
-          f"wall {res.wall_s:.1f} s")
-    print(f"wrote {res.out}/submission.yaml")
+    if not res.rows:  # a finished run, found as it was: nothing trained, nothing written
+        print(f"selected step {res.best_step} (val energy MAE {res.best_val_energy_mae_mEh:.3f} mEh), "
+              f"as recorded in {res.out}/training.json")
+    else:
+        print(f"selected step {res.best_step} (val energy MAE {res.best_val_energy_mae_mEh:.3f} mEh); "
+              f"wall {res.wall_s:.1f} s")
+        print(f"wrote {res.out}/submission.yaml")
     print(f"evaluate with: harness evaluate {res.out}")
     return 0
