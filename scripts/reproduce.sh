@@ -52,10 +52,12 @@ STUDY=studies/paper
 # their per-molecule cache files are committed as they finish, so a fresh clone resumes them
 RESULTS="$STUDY/results"
 mkdir -p "$STUDY/sweep" "$STUDY/runs" "$STUDY/logs" "$RESULTS"
-# when each stage of each sitting began, and when the study ended or was interrupted (UTC), for its
-# measured wall time; an interruption still stops the script
+# when each stage of each sitting began, and when the study ended or stopped (UTC), for its measured
+# wall time. Any way out but the end is stamped 'interrupted': a signal to this script, or a stage
+# that failed (a killed xargs or run ends the script through set -e).
 stamp() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ),$1,$2,jobs=$JOBS,threads=$OMP_NUM_THREADS" >> "$STUDY/timeline.csv"; }
-trap 'stamp "${STAGE:-start}" interrupted; exit 130' INT TERM
+trap 'rc=$?; [ "${STAGE:-}" = done ] || stamp "${STAGE:-start}" interrupted; exit $rc' EXIT
+trap 'exit 130' INT TERM
 
 STAGE=data; stamp $STAGE begin
 echo "== 1. reference data and DI targets (reference_data/paper-train-val-v1)"
@@ -115,4 +117,4 @@ echo "== 6. the seed-0 models replace the quick baselines on the leaderboard"
 names=()
 for arch in "${ARCHS[@]}"; do for loss in "${LOSSES[@]}"; do names+=("${arch}-${loss}"); done; done
 RESULTS="$RESULTS" scripts/leaderboard.sh "${names[@]}"   # evaluations cached by stage 4: copies and publishes
-stamp done end
+STAGE=done; stamp done end
