@@ -68,7 +68,7 @@ def load_summaries(results: Path, split: str = "test") -> dict[tuple[str, str], 
         for loss in LOSSES:
             p = Path(results) / f"{arch}-{loss}" / split / "summary.json"
             if p.is_file():
-                out[(arch, loss)] = json.loads(p.read_text())
+                out[(arch, loss)] = _read_json(p)
     return out
 
 
@@ -236,7 +236,7 @@ def load_study(results: Path, seeds, split: str = "test") -> dict[tuple[str, str
                     continue
                 with open(d / "per_molecule.csv", newline="") as f:
                     rows = {r["key"]: r for r in csv.DictReader(f)}
-                out[(arch, loss, seed)] = {"summary": json.loads((d / "summary.json").read_text()), "rows": rows}
+                out[(arch, loss, seed)] = {"summary": _read_json(d / "summary.json"), "rows": rows}
     return out
 
 

@@ -813,19 +813,20 @@ def _stored_identity(record: dict) -> dict:
     return {k: v for k, v in (record.get("identity") or {}).items() if k != "lr"}
 
 
-def _finished(out: Path, identity: dict, spec: Preset, step: int) -> TrainResult | None:
+def _finished(out: Path, identity: dict, spec: Preset) -> TrainResult | None:
     """The recorded result of this run when it has already run to the end and written its
-    submission (same identity, all steps, weights present); else None, also for an unreadable
-    training.json, which the finishing tail of the run then writes again."""
+    submission (same identity, all steps, weights present), with or without its checkpoints
+    (they are not committed: a fresh clone of a study has none); else None, also for an
+    unreadable training.json, which the finishing tail of the run then writes again."""
     info_path = out / "training.json"
-    if step < spec.steps or not info_path.is_file() or not (out / "weights.safetensors").is_file():
+    if not info_path.is_file() or not (out / "weights.safetensors").is_file():
         return None
     try:
         info = json.loads(info_path.read_text())
         if _stored_identity(info) != identity or info.get("steps_done") != spec.steps:
             return None
         sel = info["selection"]
-        return TrainResult(out, spec.steps, sel["step"], sel["val_energy_mae_mEh"], 0.0, step, [])
+        return TrainResult(out, spec.steps, sel["step"], sel["val_energy_mae_mEh"], 0.0, spec.steps, [])
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -857,6 +858,10 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
     lr_changes = [{"from_step": 1, "lr": spec.lr}]
     #: wall time of the earlier invocations of this run, up to their last checkpoint
     wall_before = 0.0
+    done = _finished(out, identity, spec)
+    if done is not None:  # a rerun of a finished run (a study script resuming) changes nothing
+        log(f"{out}: already trained ({spec.steps} steps, selected step {done.best_step}); nothing to do")
+        return done
     if state_path.is_file():
         state = json.loads(state_path.read_text())
         if _stored_identity(state) != identity:
@@ -870,22 +875,10 @@ def _train(cfg: TrainConfig, log, model, executor, t_start: float, out: Path, ck
         resumed = start
         lr_changes = state.get("lr_changes") or lr_changes
         wall_before = float(state.get("wall_s_total", 0.0))
-        done = _finished(out, identity, spec, start)
-        if done is not None:  # a rerun of a finished run (a study script resuming) changes nothing
-            log(f"{out}: already trained ({spec.steps} steps, selected step {done.best_step}); nothing to do")
-            return done
         if lr_changes[-1]["lr"] != spec.lr:
             lr_changes.append({"from_step": start + 1, "lr": spec.lr})
         log(f"resuming {out} from step {start}/{spec.steps}"
             + (f" with base learning rate {spec.lr:g}" if len(lr_changes) > 1 else ""))
-    else:
-        # a finished run whose checkpoints are gone (they are not committed: a fresh clone of a
-        # study) is still recognised by its submission, so a study resumes without retraining it
-        done = _finished(out, identity, spec, spec.steps)
-        if done is not None:
-            log(f"{out}: already trained ({spec.steps} steps, selected step {done.best_step}; "
-                "no checkpoint, the submission's training.json says so); nothing to do")
-            return done
     #: each geometry's SCF and CG start where its last solve ended; kept with the checkpoint, so
     #: a resumed run continues exactly as an uninterrupted one
     warm = load_warm_starts(ckdir / "last-warm.safetensors") if resumed is not None else {}

@@ -99,7 +99,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, cache):
     assert rewritten.best_step == res.best_step
     assert json.loads((part / "training.json").read_text())["selection"]["step"] == res.best_step
     # a finished run without its checkpoints (a fresh clone of a study: they are not committed)
-    # is recognised by its submission and not trained again; another seed there would be
+    # is recognised by its submission and not trained again
     import shutil
 
     shutil.copytree(part, tmp_path / "clone", ignore=shutil.ignore_patterns("checkpoints"))

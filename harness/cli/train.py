@@ -83,12 +83,11 @@ def run_train(args) -> int:
         res = train(cfg)
     except (TrainError, ReferenceDataError, FunctionalError) as exc:
         raise HarnessError(" ".join(str(exc).split())) from exc
+    selected = f"selected step {res.best_step} (val energy MAE {res.best_val_energy_mae_mEh:.3f} mEh)"
     if not res.rows:  # a finished run, found as it was: nothing trained, nothing written
-        print(f"selected step {res.best_step} (val energy MAE {res.best_val_energy_mae_mEh:.3f} mEh), "
-              f"as recorded in {res.out}/training.json")
+        print(f"{selected}, as recorded in {res.out}/training.json")
     else:
-        print(f"selected step {res.best_step} (val energy MAE {res.best_val_energy_mae_mEh:.3f} mEh); "
-              f"wall {res.wall_s:.1f} s")
+        print(f"{selected}; wall {res.wall_s:.1f} s")
         print(f"wrote {res.out}/submission.yaml")
     print(f"evaluate with: harness evaluate {res.out}")
     return 0
