@@ -8,6 +8,12 @@
   so the functional cannot read the answers;
 * ``--die-with-parent`` and ``--new-session``.
 
+Either way the child's ``PYTHONPATH`` starts with the folder the parent imported ``harness``
+from, so both processes run the same harness code. Without it the child finds ``harness`` through
+the environment's install, which may point at another checkout: a virtual environment shared
+between clones, installed editable from the last one, starts another checkout's functional server
+(or none, when that checkout is gone).
+
 `resolve_sandbox("auto")` probes once whether ``bwrap`` can create its namespaces here (it
 cannot in some containers) and falls back to ``"none"``: a separate process with the same
 limits but no isolation, which the summary records (``provenance.sandbox``).
@@ -74,18 +80,21 @@ def child_command(folder: Path, *, fd: int, threads: int, sandbox: str, hide: Se
     parent = os.getpid() if sandbox == "none" else 0
     server = [sys.executable, "-m", "harness.functional_server", "--fd", str(fd), "--threads", str(threads),
               "--parent-pid", str(parent), str(folder)]
+    harness_root = Path(__file__).resolve().parents[1]  # the folder `import harness` found
+    setenv = {"PYTHONPATH": os.pathsep.join([str(harness_root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     tunables = child_tunables()  # the C allocator's policy (harness.allocator), set before Python starts
+    if tunables is not None:
+        setenv["GLIBC_TUNABLES"] = tunables
     if sandbox == "none":
-        return server if tunables is None else [shutil.which("env") or "env", f"GLIBC_TUNABLES={tunables}", *server]
+        return [shutil.which("env") or "env", *(f"{k}={v}" for k, v in setenv.items()), *server]
     cmd = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
            "--tmpfs", "/tmp", "--unshare-all", "--die-with-parent", "--new-session",
            "--setenv", "HOME", "/tmp", "--setenv", "XDG_CACHE_HOME", "/tmp/.cache"]
-    if tunables is not None:
-        cmd += ["--setenv", "GLIBC_TUNABLES", tunables]
+    for k, v in setenv.items():
+        cmd += ["--setenv", k, v]
     folder = folder.resolve()
     # what the child needs, mounted again (read-only) in case it lies under the private /tmp: the
     # submission, the harness package and the Python environment; the covered folders go on top
-    harness_root = Path(__file__).resolve().parents[1]
     for keep in dict.fromkeys([folder, harness_root, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]):
         if keep.exists() and keep != Path("/"):
             cmd += ["--ro-bind", str(keep), str(keep)]

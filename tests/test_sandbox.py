@@ -160,6 +160,27 @@ def test_the_sandbox_hides_the_answers_and_is_read_only_and_offline(tmp_path):
     assert "'reference': []" not in row["error"]
 
 
+@pytest.mark.parametrize("sandbox", ["none", pytest.param("bwrap", marks=needs_bwrap)])
+def test_the_child_imports_the_parents_harness_whatever_the_environment_says(tmp_path, monkeypatch, sandbox):
+    """A virtual environment shared between clones points its editable install at the last clone
+    that installed it; the child must import the harness the parent runs, not that one. The child's
+    Python is started without site-packages (``-S``), so only the path the command line gives it
+    can find ``harness``; a planted ``harness`` on the caller's PYTHONPATH must not win either."""
+    import harness
+    from harness.sandbox import child_command
+
+    planted = tmp_path / "elsewhere" / "harness"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("raise ImportError('another checkout')\n")
+    sub = write_submission(tmp_path / "sub", "def make_functional():\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", str(planted.parent))
+    cmd = child_command(sub, fd=0, threads=1, sandbox=sandbox)
+    probe = cmd[:cmd.index(sys.executable)] + [sys.executable, "-S", "-c", "import harness; print(harness.__file__)"]
+    p = subprocess.run(probe, capture_output=True, text=True, timeout=60, cwd=sub)
+    assert p.returncode == 0, p.stderr
+    assert Path(p.stdout.strip()) == Path(harness.__file__).resolve()
+
+
 # ------------------------------------------------------------------------------- no gradient
 
 
