@@ -223,6 +223,34 @@ def evaluate(submission_dir: str | Path, split: str = "test", reference: str | P
     return evaluate_many([submission_dir], split, reference, **kwargs)[0]
 
 
+def _cache_key(hashes: dict, refset: ReferenceSet, device: str, dtype: str,
+               excitations: ExcitationsHook | None, sandbox: str) -> dict:
+    """The per-molecule cache key of one submission's evaluation (`harness.results.cache_key`)."""
+    return cache_key(hashes["combined"], refset.manifest_sha256, device, dtype, hook_name(excitations),
+                     scoring=scoring_sha256(), settings=evaluation_settings(excitations).sha256(), sandbox=sandbox)
+
+
+def molecules_to_compute(submission_dir: str | Path, split: str = "test", reference: str | Path | None = None, *,
+                         out: str | Path = "results", device: str = "cpu", dtype: str = "float64",
+                         excitations: ExcitationsHook | None = None, sandbox: str = "auto",
+                         limits: Limits | None = None) -> list[str]:
+    """The molecules of ``split`` that `evaluate_many` would compute for ``submission_dir`` instead
+    of taking them from the cache in ``out``: missing, unreadable, or cached under another key
+    (submission files, reference, scoring code, settings, sandbox, device, dtype), in split order.
+    Computes nothing and starts no process."""
+    from harness.reference.pins import BUNDLED_REFERENCE_DIR
+    from harness.sandbox import resolve_sandbox
+
+    sub = load_submission(submission_dir)
+    refset = ReferenceSet(Path(reference) if reference is not None else BUNDLED_REFERENCE_DIR)
+    ckey = _cache_key(submission_sha256(sub.folder), refset, _check_device(device), dtype, excitations,
+                      resolve_sandbox(sandbox))
+    paths = ResultPaths.of(Path(out), sub.name, split)
+    limits = limits or Limits(memory_gb=default_memory_gb())
+    return [e.key for e in refset.select(split)
+            if read_molecule(paths, e.key, ckey, limits=limits.to_dict()) is None]
+
+
 def evaluate_many(
     submission_dirs: Sequence[str | Path],
     split: str = "test",
@@ -319,8 +347,7 @@ def evaluate_many(
                 functional.close()
             paths = ResultPaths.of(out, sub.name, split)
             paths.prepare()
-            ckey = cache_key(hashes["combined"], refset.manifest_sha256, device, dtype, hook_name(excitations),
-                             scoring=scoring_sha256(), settings=eval_settings.sha256(), sandbox=resolved_sandbox)
+            ckey = _cache_key(hashes, refset, device, dtype, excitations, resolved_sandbox)
             run = _Run(sub, hashes, job, paths, ckey, resolved_sandbox)
             for e in entries:
                 row = None if recompute else read_molecule(paths, e.key, ckey, limits=limits.to_dict())
@@ -457,6 +484,7 @@ def _restore_sigterm(previous) -> None:
 
 __all__ = [
     "CONV_TOL_ENERGY", "CONV_TOL_GRAD", "EvaluationError", "EvaluationResult", "ExcitationsHook",
-    "MAX_CYCLE", "SUMMARY_FORMAT", "EvaluationJob", "evaluate", "evaluate_many", "evaluate_molecule", "evaluate_task", "evaluation_settings", "summarize",
+    "MAX_CYCLE", "SUMMARY_FORMAT", "EvaluationJob", "evaluate", "evaluate_many", "evaluate_molecule", "evaluate_task", "evaluation_settings",
+    "molecules_to_compute", "summarize",
     "SubmissionError",
 ]

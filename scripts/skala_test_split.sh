@@ -19,7 +19,8 @@ PY="${PYTHON:-.venv/bin/python}"
 # alone on the machine, OMP_NUM_THREADS=2 scripts/skala_test_split.sh
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 OUT=studies/skala-1.0-test/results
-LIMITS=(--timeout-s 7200 --memory-gb 16)
+# --sandbox bwrap: a leaderboard row is scored in the sandbox, or not at all (no silent fallback)
+LIMITS=(--timeout-s 7200 --memory-gb 16 --sandbox bwrap)
 # The functional process's peak grows with the padded grid: its batched Hessian-vector products
 # keep the 256-wide MLP's tangent residuals of every point (CH3CONH2, 109,696 padded points:
 # 13.6 GiB). Molecules padded beyond BIG_POINTS points (C2H6CHOH, cyclobutane: 138,944; C3H9N,
@@ -27,24 +28,32 @@ LIMITS=(--timeout-s 7200 --memory-gb 16)
 # BIG=1, which says nothing else is running on this 23 GiB machine (stop the seed study first):
 #   BIG=1 OMP_NUM_THREADS=2 scripts/skala_test_split.sh
 BIG_POINTS=130000
-BIG_LIMITS=(--timeout-s 7200 --memory-gb 21)
-# the test molecules by size (AOs), smallest first, with their padded grid size (level 3)
-mapfile -t molecules < <("$PY" - <<'PY'
+BIG_LIMITS=(--timeout-s 7200 --memory-gb 21 --sandbox bwrap)
+# The test molecules the cache cannot serve (missing, or cached under another key: scoring code,
+# settings, sandbox...), by size (AOs), smallest first, with their padded grid size (level 3). A cache
+# file alone is not enough: on 2026-12-06/07 four molecules were cached on a machine without bwrap
+# ('auto' fell back to 'none'), and the final whole-split run under bwrap recomputed them.
+mapfile -t molecules < <(OUT="$OUT" "$PY" - <<'PY'
+import os
 from harness.adapter import point_bucket
+from harness.evaluate import molecules_to_compute
 from harness.integrals import build_grid
 from harness.molecules import to_pyscf
 from harness.reference.pins import BUNDLED_REFERENCE_DIR
 from harness.reference.store import ReferenceSet
+from harness.tddft import excitations_hook
 refs = ReferenceSet(BUNDLED_REFERENCE_DIR)
+todo = set(molecules_to_compute("submissions/skala-1.0", "test", out=os.environ["OUT"], sandbox="bwrap",
+                                excitations=excitations_hook))
 for e in sorted(refs.select("test"), key=lambda e: (e.nao, e.natm, e.key)):
-    _, weights = build_grid(to_pyscf(refs.load(e.key).molecule), level=3)  # the evaluation's grid
-    print(e.key, point_bucket(len(weights)))
+    if e.key in todo:
+        _, weights = build_grid(to_pyscf(refs.load(e.key).molecule), level=3)  # the evaluation's grid
+        print(e.key, point_bucket(len(weights)))
 PY
 )
 waiting=()
 for line in "${molecules[@]}"; do
     read -r m points <<< "$line"
-    [ -f "$OUT/skala-1.0/test/molecules/$m.json" ] && continue
     limits=("${LIMITS[@]}")
     if [ "$points" -gt "$BIG_POINTS" ]; then
         if [ "${BIG:-0}" != 1 ]; then waiting+=("$m"); continue; fi

@@ -230,6 +230,25 @@ def test_changed_submission_invalidates_the_cache(reference, tmp_path, monkeypat
     assert len(calls) == 2 and again.computed == ["H2O"]
 
 
+def test_molecules_to_compute_names_what_a_rerun_computes(pbe_result, reference, tmp_path):
+    """A cache file made under another sandbox and a missing one are listed; a rerun computes
+    exactly those, and afterwards nothing is listed."""
+    out = tmp_path / "out"
+    shutil.copytree(pbe_result.paths.root.parents[1], out)
+    kw = dict(split="tiny", reference=reference, out=out)
+    assert ev.molecules_to_compute(PBE, **kw) == []
+    mol_dir = pbe_result.paths.molecule("H2O").relative_to(pbe_result.paths.root.parents[1]).parent
+    h2o = out / mol_dir / "H2O.json"
+    data = json.loads(h2o.read_text())
+    data["cache"]["sandbox"] = "none" if data["cache"]["sandbox"] != "none" else "bwrap"
+    h2o.write_text(json.dumps(data))
+    (out / mol_dir / "HF.json").unlink()
+    todo = ev.molecules_to_compute(PBE, **kw)
+    assert todo == ["H2O", "HF"]
+    assert sorted(evaluate(PBE, progress=False, **kw).computed) == todo
+    assert ev.molecules_to_compute(PBE, **kw) == []
+
+
 def test_a_harness_error_is_reported_as_such_and_never_cached(reference, tmp_path, monkeypatch):
     calls = []
 
