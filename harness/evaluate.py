@@ -223,6 +223,13 @@ def evaluate(submission_dir: str | Path, split: str = "test", reference: str | P
     return evaluate_many([submission_dir], split, reference, **kwargs)[0]
 
 
+def _reference_set(reference: str | Path | None) -> ReferenceSet:
+    """The reference folder ``reference``, or the bundled set when None."""
+    from harness.reference.pins import BUNDLED_REFERENCE_DIR
+
+    return ReferenceSet(Path(reference) if reference is not None else BUNDLED_REFERENCE_DIR)
+
+
 def _cache_key(hashes: dict, refset: ReferenceSet, device: str, dtype: str,
                excitations: ExcitationsHook | None, sandbox: str) -> dict:
     """The per-molecule cache key of one submission's evaluation (`harness.results.cache_key`)."""
@@ -238,11 +245,10 @@ def molecules_to_compute(submission_dir: str | Path, split: str = "test", refere
     of taking them from the cache in ``out``: missing, unreadable, or cached under another key
     (submission files, reference, scoring code, settings, sandbox, device, dtype), in split order.
     Computes nothing and starts no process."""
-    from harness.reference.pins import BUNDLED_REFERENCE_DIR
     from harness.sandbox import resolve_sandbox
 
     sub = load_submission(submission_dir)
-    refset = ReferenceSet(Path(reference) if reference is not None else BUNDLED_REFERENCE_DIR)
+    refset = _reference_set(reference)
     ckey = _cache_key(submission_sha256(sub.folder), refset, _check_device(device), dtype, excitations,
                       resolve_sandbox(sandbox))
     paths = ResultPaths.of(Path(out), sub.name, split)
@@ -283,8 +289,6 @@ def evaluate_many(
     """
     from tqdm.auto import tqdm
 
-    from harness.reference.pins import BUNDLED_REFERENCE_DIR
-
     t_total = time.perf_counter()
     if not submission_dirs:
         raise EvaluationError("no submission folder given")
@@ -309,8 +313,7 @@ def evaluate_many(
         raise EvaluationError(f"submission name(s) {twice} given more than once; their results would share a folder")
 
     # the reference: manifest (pinned when bundled) and the split's files
-    ref_root = Path(reference) if reference is not None else BUNDLED_REFERENCE_DIR
-    refset = ReferenceSet(ref_root)
+    refset = _reference_set(reference)
     entries = refset.select(split)
     n_split = len(entries)
     if keys:

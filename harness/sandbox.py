@@ -81,7 +81,7 @@ def child_command(folder: Path, *, fd: int, threads: int, sandbox: str, hide: Se
     server = [sys.executable, "-m", "harness.functional_server", "--fd", str(fd), "--threads", str(threads),
               "--parent-pid", str(parent), str(folder)]
     harness_root = Path(__file__).resolve().parents[1]  # the folder `import harness` found
-    setenv = {"PYTHONPATH": os.pathsep.join([str(harness_root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    setenv = {"PYTHONPATH": os.pathsep.join(filter(None, [str(harness_root), os.environ.get("PYTHONPATH")]))}
     tunables = child_tunables()  # the C allocator's policy (harness.allocator), set before Python starts
     if tunables is not None:
         setenv["GLIBC_TUNABLES"] = tunables
