@@ -71,4 +71,8 @@ echo "== the whole split $(date -u +%H:%M:%S)"
 "$PY" -m harness.cli evaluate submissions/skala-1.0 --split test --workers 1 --out "$OUT" "${BIG_LIMITS[@]}" --quiet
 mkdir -p leaderboard/results/skala-1.0/test
 cp "$OUT/skala-1.0/test/per_molecule.csv" "$OUT/skala-1.0/test/summary.json" leaderboard/results/skala-1.0/test/
-"$PY" -m harness.cli leaderboard publish --results leaderboard/results
+# published against the committed submissions: the seed study leaves its new baselines uncommitted
+# in submissions/ while it runs, and publishing against those marks their committed rows stale
+committed="$(mktemp -d)"; trap 'rm -rf "$committed"' EXIT
+git archive HEAD submissions | tar -x -C "$committed"
+"$PY" -m harness.cli leaderboard publish --results leaderboard/results --submissions "$committed/submissions"
