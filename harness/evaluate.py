@@ -230,6 +230,16 @@ def _reference_set(reference: str | Path | None) -> ReferenceSet:
     return ReferenceSet(Path(reference) if reference is not None else BUNDLED_REFERENCE_DIR)
 
 
+def _evaluation_limits(limits: Limits | None) -> Limits:
+    """``limits``, checked, or the default (`Limits`' wall time, `default_memory_gb` GB)."""
+    limits = limits or Limits(memory_gb=default_memory_gb())
+    if not limits.timeout_s > 0:
+        raise EvaluationError(f"--timeout-s must be positive, got {limits.timeout_s}")
+    if limits.memory_gb is not None and not limits.memory_gb > 0:
+        raise EvaluationError(f"--memory-gb must be positive, got {limits.memory_gb}")
+    return limits
+
+
 def _cache_key(hashes: dict, refset: ReferenceSet, device: str, dtype: str,
                excitations: ExcitationsHook | None, sandbox: str) -> dict:
     """The per-molecule cache key of one submission's evaluation (`harness.results.cache_key`)."""
@@ -252,7 +262,7 @@ def molecules_to_compute(submission_dir: str | Path, split: str = "test", refere
     ckey = _cache_key(submission_sha256(sub.folder), refset, _check_device(device), dtype, excitations,
                       resolve_sandbox(sandbox))
     paths = ResultPaths.of(Path(out), sub.name, split)
-    limits = limits or Limits(memory_gb=default_memory_gb())
+    limits = _evaluation_limits(limits)
     return [e.key for e in refset.select(split)
             if read_molecule(paths, e.key, ckey, limits=limits.to_dict()) is None]
 
@@ -297,11 +307,7 @@ def evaluate_many(
     if dtype not in _DTYPES:
         raise EvaluationError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     device = _check_device(device)
-    limits = limits or Limits(memory_gb=default_memory_gb())
-    if not limits.timeout_s > 0:
-        raise EvaluationError(f"--timeout-s must be positive, got {limits.timeout_s}")
-    if limits.memory_gb is not None and not limits.memory_gb > 0:
-        raise EvaluationError(f"--memory-gb must be positive, got {limits.memory_gb}")
+    limits = _evaluation_limits(limits)
     out = Path(out)
     _check_out(out)
 

@@ -249,6 +249,19 @@ def test_molecules_to_compute_names_what_a_rerun_computes(pbe_result, reference,
     assert ev.molecules_to_compute(PBE, **kw) == []
 
 
+@pytest.mark.parametrize("limits, flag", [(dict(timeout_s=0), "--timeout-s"), (dict(memory_gb=-1.0), "--memory-gb")])
+def test_non_positive_limits_are_refused_before_anything_runs(reference, tmp_path, limits, flag):
+    """evaluate and molecules_to_compute share one check of the limits: a non-positive one is an
+    error naming its flag, and nothing is written."""
+    from harness.remote import Limits
+
+    kw = dict(split="tiny", reference=reference, out=tmp_path / "out", limits=Limits(**limits))
+    for call in (evaluate, ev.molecules_to_compute):
+        with pytest.raises(ev.EvaluationError, match=flag):
+            call(PBE, **kw)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_harness_error_is_reported_as_such_and_never_cached(reference, tmp_path, monkeypatch):
     calls = []
 
