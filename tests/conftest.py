@@ -1,4 +1,6 @@
-"""Shared fixtures. PySCF threads are capped so tests behave on a 2-core machine."""
+"""Shared fixtures. Threads are capped so tests behave on a 2-core machine: the cores are shared
+among pytest-xdist's workers (``-n``), one share per worker, so two workers on two cores do not
+each start two OpenMP threads."""
 
 from __future__ import annotations
 
@@ -26,4 +28,8 @@ def xyz_dir(tmp_path: Path) -> Path:
 
 
 def pytest_configure(config):
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # the controller knows -n (xdist resolves "auto" to a number first); its workers inherit the
+    # variable it sets here
+    workers = getattr(config.option, "numprocesses", None)
+    workers = workers if isinstance(workers, int) and workers > 0 else 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
