@@ -15,7 +15,10 @@ DI stay paired by molecule) and the seeds with replacement (the same seeds for b
 they stay paired by seed), recomputes each model's aggregate metric from its per-molecule
 column (the registry's aggregation) averaged over the drawn seeds, and takes
 (DI − E+D)/|E+D|. The uniform average over architectures is bootstrapped the same way, from
-the same draws. A verdict compares the interval with zero: *reproduced* when the whole interval
+the same draws. A molecule that failed in any run of an architecture (either loss, any seed)
+leaves that architecture's comparison on both sides, so the pairing holds; the doc names it,
+and the per-model table counts it under *failed*. An architecture with a missing run is left
+out, and the doc says over how many architectures the average is. A verdict compares the interval with zero: *reproduced* when the whole interval
 lies on the improving side, *not reproduced* when it lies on the worsening side, *inconclusive*
 when it contains zero. Seed 0 of each model lives in ``results/<arch>-<loss>``, seed s > 0 in
 ``results/<arch>-<loss>-s<s>``.
@@ -241,35 +244,53 @@ def load_study(results: Path, seeds, split: str = "test") -> dict[tuple[str, str
 
 
 def _matrix(study, arch: str, loss: str, seeds, metric: Metric, keys) -> np.ndarray | None:
-    """(seeds, molecules) values of ``metric``'s column (|x| for ``mean_abs``); None if a run or
-    a value is missing (an incomplete run is not averaged over part of the split)."""
-    out = np.empty((len(seeds), len(keys)))
+    """(seeds, molecules) values of ``metric``'s column (|x| for ``mean_abs``), NaN where a
+    molecule has no value (it failed); None if a run is missing."""
+    out = np.full((len(seeds), len(keys)), np.nan)
     for i, seed in enumerate(seeds):
         run = study.get((arch, loss, seed))
         if run is None:
             return None
         for j, k in enumerate(keys):
             v = run["rows"].get(k, {}).get(metric.column, "")
-            if v in ("", None):
-                return None
-            out[i, j] = abs(float(v)) if metric.aggregation == "mean_abs" else float(v)
+            if v not in ("", None):
+                out[i, j] = abs(float(v)) if metric.aggregation == "mean_abs" else float(v)
     return out
+
+
+def paired_matrices(study, seeds, metric: Metric):
+    """(keys, {arch: (ed, di)}, {arch: [excluded keys]}): each architecture's (seeds, molecules)
+    matrices for both losses over the split's molecules, NaN in both at every molecule that some
+    run of that architecture (either loss, any seed) has no value for, so the two stay paired.
+    Architectures with a missing run, or with no molecule left, are left out."""
+    keys = sorted(set().union(*[set(r["rows"]) for r in study.values()])) if study else []
+    mats, excluded = {}, {}
+    for arch in ARCHS:
+        ed, di = _matrix(study, arch, "ed", seeds, metric, keys), _matrix(study, arch, "di", seeds, metric, keys)
+        if ed is None or di is None or not keys:
+            continue
+        valid = np.isfinite(ed).all(axis=0) & np.isfinite(di).all(axis=0)
+        if not valid.any():
+            continue
+        ed[:, ~valid] = np.nan
+        di[:, ~valid] = np.nan
+        mats[arch] = (ed, di)
+        excluded[arch] = [k for k, ok in zip(keys, valid) if not ok]
+    return keys, mats, excluded
 
 
 def paired_bootstrap(study, seeds, metric: Metric, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0):
     """{arch or "average": (point estimate, low, high)} of the relative change DI vs E+D (module
-    docstring); architectures without complete, paired runs are left out."""
-    keys = sorted(set.intersection(*[set(r["rows"]) for r in study.values()])) if study else []
-    mats = {}
-    for arch in ARCHS:
-        ed, di = _matrix(study, arch, "ed", seeds, metric, keys), _matrix(study, arch, "di", seeds, metric, keys)
-        if ed is not None and di is not None and keys:
-            mats[arch] = (ed, di)
+    docstring), over the molecules that every run of the architecture has a value for
+    (`paired_matrices`); architectures without complete, paired runs are left out."""
+    keys, mats, _ = paired_matrices(study, seeds, metric)
     if not mats:
         return {}
 
     def rel(ed: np.ndarray, di: np.ndarray) -> float:
-        a, b = float(ed.mean()), float(di.mean())
+        if np.isnan(ed).all():
+            return float("nan")  # the draw holds none of the architecture's paired molecules
+        a, b = float(np.nanmean(ed)), float(np.nanmean(di))
         return (b - a) / abs(a) if a != 0 else float("nan")
 
     rng = np.random.default_rng(seed)
@@ -333,6 +354,18 @@ def render_study(study, seeds) -> str:
             cells.append("—" if v is None else f"{100 * v[0]:+.0f} % [{100 * v[1]:+.0f}, {100 * v[2]:+.0f}]")
         label = "**uniform average**" if arch == "average" else arch
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    notes = []
+    for m in METRICS:
+        _, mats, excluded = paired_matrices(study, seeds, m)
+        for arch, keys in excluded.items():
+            if keys:
+                notes.append(f"{m.title}, {arch}: {len(keys)} molecule(s) without a value in some run, left out "
+                             f"of both losses' side of the interval: {', '.join(keys)}.")
+        if mats and len(mats) < len(ARCHS):
+            notes.append(f"{m.title}: the average is over {len(mats)} of {len(ARCHS)} architectures "
+                         f"({', '.join(mats)}); the others lack a complete set of runs.")
+    if notes:
+        lines += [""] + [f"* {n}" for n in notes]
     lines += ["", "| claim (arXiv 2606.04279) | paper | here | verdict |", "|---|---|---|---|"]
     for m in METRICS:
         if m.key not in PAPER:

@@ -61,7 +61,7 @@ def test_seed_study_bootstrap_intervals_and_verdicts(tmp_path):
     import numpy as np
 
     from harness.metric_registry import BY_KEY
-    from harness.reproduction import load_study, paired_bootstrap, render_study, run_name, verdict
+    from harness.reproduction import load_study, paired_bootstrap, paired_matrices, render_study, run_name, verdict
 
     rng = np.random.default_rng(1)
     base = rng.uniform(5, 15, size=12)
@@ -84,12 +84,29 @@ def test_seed_study_bootstrap_intervals_and_verdicts(tmp_path):
     assert verdict(BY_KEY["scf_iter_reduction_mean"], 0.1, 0.3) == "reproduced"  # higher is better
     text = render_study(study, [0, 1, 2])
     assert "| xcdiff-ed | 3 |" in text and " ± " in text and "reproduced" in text
-    # an incomplete run (one molecule without a value) is not averaged over part of the split
+    # a molecule that failed in one run leaves that architecture's comparison (both losses, every
+    # seed), so the two sides stay paired; it is named, and the other architectures keep it
     csv_path = tmp_path / "egxc-di-s2" / "test" / "per_molecule.csv"
     lines = csv_path.read_text().splitlines()
     lines[1] = "M0,crashed,,"
     csv_path.write_text("\n".join(lines) + "\n")
-    assert "egxc" not in paired_bootstrap(load_study(tmp_path, [0, 1, 2]), [0, 1, 2], m, n_boot=50)
+    failed = load_study(tmp_path, [0, 1, 2])
+    keys, mats, excluded = paired_matrices(failed, [0, 1, 2], m)
+    assert excluded == {"xcdiff": [], "nagai": [], "nlmp": [], "egxc": ["M0"]}
+    ed, di = mats["egxc"]
+    assert np.isnan(ed[:, keys.index("M0")]).all() and np.isnan(di[:, keys.index("M0")]).all()
+    rest = [k != "M0" for k in keys]
+    # point estimate by hand over the 11 remaining molecules, every seed
+    by_hand = (di[:, rest].mean() - ed[:, rest].mean()) / ed[:, rest].mean()
+    assert paired_bootstrap(failed, [0, 1, 2], m, n_boot=50)["egxc"][0] == pytest.approx(by_hand)
+    assert paired_bootstrap(failed, [0, 1, 2], m, n_boot=50)["xcdiff"] == pytest.approx(
+        paired_bootstrap(study, [0, 1, 2], m, n_boot=50)["xcdiff"])
+    assert "egxc: 1 molecule(s) without a value in some run" in render_study(failed, [0, 1, 2])
+    # a missing run leaves the architecture out, and the average says over how many
+    (tmp_path / "nlmp-ed-s1" / "test" / "summary.json").unlink()
+    partial = load_study(tmp_path, [0, 1, 2])
+    assert "nlmp" not in paired_bootstrap(partial, [0, 1, 2], m, n_boot=50)
+    assert "the average is over 3 of 4 architectures" in render_study(partial, [0, 1, 2])
 
 
 def test_makespan_by_hand():
